@@ -1,0 +1,1 @@
+"""Voxmesh LLM orchestration service."""

@@ -1,0 +1,130 @@
+"""Conversation context per session, in a NATS JetStream key-value bucket.
+
+Keeping context out of the LLM process makes the service stateless per request: any replica can
+serve any turn. Writes use optimistic concurrency (compare-and-set on the key's revision), so
+two replicas never overwrite each other's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from voxmesh.errors import InvalidInputError, NotFoundError, UnavailableError
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass
+class StoredMessage:
+    """A message in a session's context."""
+
+    role: str
+    content: str
+    turn_index: int = 0
+    interrupted: bool = False
+
+
+def validate_session_id(session_id: str) -> None:
+    """Rejects ids that are empty or not safe as KV keys."""
+    if not _SESSION_ID.match(session_id):
+        raise InvalidInputError(
+            "session_id must be 1-128 characters of letters, digits, '-' or '_'",
+            reason="SESSION_ID_INVALID", field="turn.session_id", component="llm")
+
+
+class ContextStore:
+    """Reads and updates session contexts in a JetStream KV bucket."""
+
+    def __init__(self, max_messages: int) -> None:
+        """Creates a store; :meth:`attach` gives it its bucket once NATS is connected."""
+        self._bucket: KeyValue | None = None
+        self._max_messages = max_messages
+
+    def attach(self, bucket: KeyValue) -> None:
+        """Sets the opened KV bucket."""
+        self._bucket = bucket
+
+    @property
+    def _kv(self) -> KeyValue:
+        if self._bucket is None:
+            raise UnavailableError("context store is not connected to NATS yet",
+                                   reason="CONTEXT_STORE_UNAVAILABLE", component="llm")
+        return self._bucket
+
+    async def load(self, session_id: str) -> tuple[list[StoredMessage], int | None]:
+        """Returns the messages and the key revision (None if the session has no context)."""
+        validate_session_id(session_id)
+        try:
+            entry = await self._kv.get(session_id)
+        except KeyNotFoundError:
+            return [], None
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return [], None
+        return [StoredMessage(**m) for m in json.loads(entry.value)], entry.revision
+
+    async def require(self, session_id: str) -> list[StoredMessage]:
+        """Like :meth:`load`, but an unknown session is a NOT_FOUND error."""
+        messages, revision = await self.load(session_id)
+        if revision is None:
+            raise NotFoundError(
+                f"unknown session {session_id!r}: it has no stored context",
+                reason="SESSION_NOT_FOUND", field="session_id", component="llm")
+        return messages
+
+    async def append(self, session_id: str, *messages: StoredMessage) -> None:
+        """Appends messages, retrying on concurrent writers."""
+
+        def change(current: list[StoredMessage]) -> list[StoredMessage]:
+            return [*current, *messages]
+
+        await self._modify(session_id, change)
+
+    async def replace_assistant(
+        self, session_id: str, turn_index: int, text: str, interrupted: bool
+    ) -> None:
+        """Replaces the assistant message of a turn (the text the caller actually heard)."""
+        found = False
+
+        def change(current: list[StoredMessage]) -> list[StoredMessage]:
+            nonlocal found
+            out = []
+            for message in current:
+                if message.role == "assistant" and message.turn_index == turn_index:
+                    found = True
+                    message = StoredMessage("assistant", text, turn_index, interrupted)
+                out.append(message)
+            if not found:
+                out.append(StoredMessage("assistant", text, turn_index, interrupted))
+                found = True
+            return out
+
+        await self.require(session_id)
+        await self._modify(session_id, change)
+
+    async def delete(self, session_id: str) -> None:
+        """Deletes a session's context; unknown sessions are NOT_FOUND."""
+        await self.require(session_id)
+        await self._kv.delete(session_id)
+
+    async def _modify(self, session_id: str, change: object) -> None:
+        validate_session_id(session_id)
+        for _ in range(10):
+            current, revision = await self.load(session_id)
+            updated = change(current)  # type: ignore[operator]
+            # Trim oldest turns; the system prompt is not stored, so nothing essential is lost.
+            updated = updated[-self._max_messages :]
+            payload = json.dumps([asdict(m) for m in updated]).encode()
+            try:
+                if revision is None:
+                    await self._kv.create(session_id, payload)
+                else:
+                    await self._kv.update(session_id, payload, last=revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue
+        raise RuntimeError(f"context of {session_id} changed concurrently 10 times in a row")

@@ -1,0 +1,20 @@
+"""LLM providers. Each file holds one provider; :func:`create_provider` picks one by name."""
+
+from __future__ import annotations
+
+from voxmesh.errors import ConfigError
+from voxmesh_llm.providers.base import LLMProvider
+from voxmesh_llm.settings import LLMSettings
+
+
+def create_provider(settings: LLMSettings) -> LLMProvider:
+    """Builds the provider named by ``settings.provider``."""
+    if settings.provider == "llama-local":
+        from voxmesh_llm.providers.llama_local import LlamaLocalLLM
+
+        return LlamaLocalLLM(
+            context_window=settings.context_window,
+            cpu_threads=settings.cpu_threads,
+            warm_system_prompt=settings.warm_system_prompt,
+        )
+    raise ConfigError(f"unknown LLM provider {settings.provider!r}; choose one of: llama-local")

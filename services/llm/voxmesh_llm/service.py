@@ -1,0 +1,143 @@
+"""gRPC servicer of ``voxmesh.v1.LanguageModel``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.v1 import llm_pb2, llm_pb2_grpc
+from voxmesh_llm.context_store import ContextStore, StoredMessage, validate_session_id
+from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
+from voxmesh_llm.settings import LLMSettings
+
+log = logging.getLogger("voxmesh.llm")
+
+_FINISH = {
+    "stop": llm_pb2.GenerationDone.FINISH_REASON_STOP,
+    "length": llm_pb2.GenerationDone.FINISH_REASON_LENGTH,
+    "tool_calls": llm_pb2.GenerationDone.FINISH_REASON_TOOL_CALLS,
+}
+
+
+class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
+    """Runs one turn per Generate call with context from the store."""
+
+    def __init__(self, provider: LLMProvider, store: ContextStore, settings: LLMSettings) -> None:
+        """Creates the servicer."""
+        self._provider = provider
+        self._store = store
+        self._settings = settings
+
+    def _validate(self, request: llm_pb2.GenerateRequest) -> None:
+        validate_session_id(request.turn.session_id)
+        if not request.user_text.strip():
+            raise InvalidInputError("user_text is empty", reason="EMPTY_TEXT",
+                                    field="user_text", component="llm")
+        if len(request.user_text) > self._settings.max_user_text_chars:
+            raise InvalidInputError(
+                f"user_text has {len(request.user_text)} characters; the limit is "
+                f"{self._settings.max_user_text_chars}",
+                reason="TEXT_TOO_LONG", field="user_text", component="llm")
+        if request.max_tokens > self._settings.max_tokens_limit:
+            raise InvalidInputError(
+                f"max_tokens {request.max_tokens} exceeds the limit of "
+                f"{self._settings.max_tokens_limit}",
+                reason="MAX_TOKENS_TOO_LARGE", field="max_tokens", component="llm")
+        if not 0.0 <= request.temperature <= 2.0:
+            raise InvalidInputError(
+                f"temperature must be within 0..2, got {request.temperature}",
+                reason="TEMPERATURE_OUT_OF_RANGE", field="temperature", component="llm")
+
+    async def Generate(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm_pb2.GenerateEvent]:
+        """See ``llm.proto``."""
+        try:
+            self._validate(request)
+            session_id, turn_index = request.turn.session_id, request.turn.turn_index
+            history, _ = await self._store.load(session_id)
+            await self._store.append(
+                session_id, StoredMessage("user", request.user_text, turn_index)
+            )
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        system = request.system_prompt or self._settings.warm_system_prompt
+        messages = [ChatMessage("system", system)]
+        messages += [ChatMessage(m.role, m.content) for m in history]
+        messages.append(ChatMessage("user", request.user_text))
+        completion = Completion()
+        finished = False
+        try:
+            async for delta in self._provider.stream(
+                messages,
+                max_tokens=request.max_tokens or 160,
+                temperature=request.temperature,
+                completion=completion,
+            ):
+                yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=delta))
+            finished = True
+            yield llm_pb2.GenerateEvent(
+                done=llm_pb2.GenerationDone(
+                    finish_reason=_FINISH.get(completion.finish_reason,
+                                              llm_pb2.GenerationDone.FINISH_REASON_STOP),
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    first_token_ms=completion.first_token_ms,
+                    model=self._provider.model,
+                )
+            )
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        finally:
+            # Store what was generated, even when the client went away mid-answer (barge-in);
+            # the worker replaces it with the heard text through CommitHeard.
+            text = completion.text.strip()
+            if text:
+                await asyncio.shield(self._store.append(
+                    session_id,
+                    StoredMessage("assistant", text, turn_index, interrupted=not finished),
+                ))
+
+    async def CommitHeard(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.CommitHeardRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CommitHeardResponse:
+        """See ``llm.proto``."""
+        try:
+            await self._store.replace_assistant(
+                request.turn.session_id, request.turn.turn_index, request.heard_text,
+                request.interrupted,
+            )
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        return llm_pb2.CommitHeardResponse()
+
+    async def GetContext(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.GetContextRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.Context:
+        """See ``llm.proto``."""
+        try:
+            messages = await self._store.require(request.session_id)
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        return llm_pb2.Context(
+            session_id=request.session_id,
+            messages=[
+                llm_pb2.ContextMessage(role=m.role, content=m.content, turn_index=m.turn_index,
+                                       interrupted=m.interrupted)
+                for m in messages
+            ],
+        )
+
+    async def EndSession(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.EndSessionResponse:
+        """See ``llm.proto``."""
+        try:
+            await self._store.delete(request.session_id)
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        return llm_pb2.EndSessionResponse()

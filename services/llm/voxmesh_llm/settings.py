@@ -1,0 +1,33 @@
+"""Configuration of the LLM service (environment prefix ``VOXMESH_LLM_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from voxmesh.config import GrpcServiceSettings
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Vox, a friendly voice assistant on a phone call. Answer in one or two short, "
+    "plain sentences that sound natural when spoken. Never use lists, markdown, emojis or "
+    "abbreviations. If you do not know something, say so briefly."
+)
+
+
+class LLMSettings(GrpcServiceSettings):
+    """LLM service settings."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_LLM_", extra="ignore")
+
+    port: int = Field(default=50052, ge=0, le=65535)
+    provider: str = "llama-local"
+    #: System prompt processed at startup so the first turn does not pay for it.
+    warm_system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    context_window: int = Field(default=2048, ge=256, le=32768)
+    cpu_threads: int = Field(default=2, ge=1, le=64)
+    max_tokens_limit: int = Field(default=512, ge=1)
+    max_user_text_chars: int = Field(default=4000, ge=1)
+    #: Messages of history kept per session (older ones are dropped, oldest first).
+    max_history_messages: int = Field(default=20, ge=2)
+    #: Hours a session's context survives without activity.
+    context_ttl_hours: float = Field(default=24.0, gt=0)

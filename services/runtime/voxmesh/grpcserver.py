@@ -1,0 +1,106 @@
+"""gRPC server bootstrap shared by every service: health, reflection and a graceful drain.
+
+On SIGTERM (or SIGINT) a service stops intake and finishes in-flight streams:
+
+1. the health status flips to NOT_SERVING, so load balancers and the worker stop sending
+   new streams here;
+2. ``server.stop(grace)`` rejects new RPCs and lets running ones finish for up to ``grace``
+   seconds, after which they are cancelled (clients see CANCELLED/UNAVAILABLE, never a hang);
+3. the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from voxmesh.config import GrpcServiceSettings
+
+log = logging.getLogger("voxmesh.grpc")
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class GrpcApp:
+    """A gRPC service process: what it serves and how it starts and stops.
+
+    Attributes:
+        name: Short component name, used in logs.
+        service_names: Full proto service names, for health and reflection.
+        register: Adds the servicers to the server.
+        settings: Host, port, grace period and limits.
+        on_start: Awaited before the server reports SERVING (load models, connect NATS).
+        on_stop: Awaited after the server stopped (close connections).
+    """
+
+    name: str
+    service_names: Sequence[str]
+    register: Registrar
+    settings: GrpcServiceSettings
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    bound_port: int = 0
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serves until SIGTERM/SIGINT, then drains and returns."""
+        max_bytes = self.settings.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        self.bound_port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.bound_port == 0:
+            raise SystemExit(f"{self.name}: cannot bind {self.settings.host}:{self.settings.port}")
+        for service in ["", *self.service_names]:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        log.info("%s listening on %s:%d (warming up)", self.name, self.settings.host, self.bound_port)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            if self.on_start is not None:
+                await self.on_start()
+            for service in ["", *self.service_names]:
+                await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            log.info("%s ready", self.name)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info("%s draining (grace %.1fs)", self.name, self.settings.drain_grace_s)
+            await self.health.enter_graceful_shutdown()
+            await server.stop(self.settings.drain_grace_s)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await server.stop(None)
+            if self.on_stop is not None:
+                await self.on_stop()
+            log.info("%s stopped", self.name)
+
+
+def run_app(app: GrpcApp) -> None:
+    """Runs a :class:`GrpcApp` on a fresh event loop (the entry point of a service process)."""
+    try:
+        asyncio.run(app.run())
+    except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside run()
+        pass

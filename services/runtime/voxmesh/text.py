@@ -1,0 +1,96 @@
+"""Text helpers: sentence aggregation for streaming TTS, and word error rate."""
+
+from __future__ import annotations
+
+import re
+
+_ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no"}
+)
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
+_CLAUSE_END = re.compile(r"[,;:—–](?=\s)")
+
+
+class SentenceAggregator:
+    """Turns a stream of text deltas into speakable sentences.
+
+    Sentences are released as soon as their terminator is followed by whitespace. Optionally the
+    first piece of a reply is released at a clause boundary (comma, semicolon) once it has
+    ``first_clause_min_words`` words, so TTS can start before the first full stop.
+    """
+
+    def __init__(self, *, first_clause_min_words: int = 0, max_chars: int = 400) -> None:
+        """Creates an aggregator.
+
+        Args:
+            first_clause_min_words: 0 disables early release of the first clause.
+            max_chars: A run of text this long without a boundary is released at a word break.
+        """
+        self._buffer = ""
+        self._first_clause_min_words = first_clause_min_words
+        self._max_chars = max_chars
+        self._released_any = False
+
+    def push(self, delta: str) -> list[str]:
+        """Adds a text delta and returns the sentences it completed."""
+        self._buffer += delta
+        out: list[str] = []
+        while True:
+            piece = self._take_sentence()
+            if piece is None:
+                break
+            out.append(piece)
+        return out
+
+    def flush(self) -> str:
+        """Returns whatever is left (the end of the reply), stripped."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest
+
+    def _take_sentence(self) -> str | None:
+        for match in _SENTENCE_END.finditer(self._buffer):
+            before = self._buffer[: match.start()]
+            last_word = before.rsplit(None, 1)[-1].lower() if before.strip() else ""
+            if match.group().startswith(".") and (
+                last_word in _ABBREVIATIONS or (last_word.isdigit() and len(match.group()) == 1
+                                               and self._buffer[match.end():].lstrip()[:1].isdigit())
+            ):
+                continue
+            return self._cut(match.end())
+        if not self._released_any and self._first_clause_min_words:
+            for match in _CLAUSE_END.finditer(self._buffer):
+                if len(self._buffer[: match.start()].split()) >= self._first_clause_min_words:
+                    return self._cut(match.end())
+        if len(self._buffer) > self._max_chars:
+            cut = self._buffer.rfind(" ", 0, self._max_chars)
+            return self._cut(cut if cut > 0 else self._max_chars)
+        return None
+
+    def _cut(self, end: int) -> str | None:
+        piece, self._buffer = self._buffer[:end].strip(), self._buffer[end:]
+        if not piece:
+            return None
+        self._released_any = True
+        return piece
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-cases and strips punctuation, for word error rate."""
+    text = text.lower().replace("'", "")
+    return re.findall(r"[a-z0-9]+", text)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word error rate (substitutions + deletions + insertions) / reference words."""
+    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    previous = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, start=1):
+        current = [i] + [0] * len(hyp)
+        for j, hyp_word in enumerate(hyp, start=1):
+            current[j] = min(
+                previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)
+            )
+        previous = current
+    return previous[-1] / len(ref)

@@ -1,0 +1,1 @@
+"""Voxmesh speech-to-text service."""

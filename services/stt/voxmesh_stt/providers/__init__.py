@@ -1,0 +1,16 @@
+"""STT providers. Each file holds one provider; :func:`create_provider` picks one by name."""
+
+from __future__ import annotations
+
+from voxmesh.errors import ConfigError
+from voxmesh_stt.providers.base import STTProvider
+from voxmesh_stt.settings import STTSettings
+
+
+def create_provider(settings: STTSettings) -> STTProvider:
+    """Builds the provider named by ``settings.provider``."""
+    if settings.provider == "whisper-local":
+        from voxmesh_stt.providers.whisper_local import WhisperLocalSTT
+
+        return WhisperLocalSTT(cpu_threads=settings.cpu_threads, beam_size=settings.beam_size)
+    raise ConfigError(f"unknown STT provider {settings.provider!r}; choose one of: whisper-local")

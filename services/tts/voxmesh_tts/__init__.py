@@ -1,0 +1,1 @@
+"""Voxmesh text-to-speech service."""

@@ -1,0 +1,16 @@
+"""TTS providers. Each file holds one provider; :func:`create_provider` picks one by name."""
+
+from __future__ import annotations
+
+from voxmesh.errors import ConfigError
+from voxmesh_tts.providers.base import TTSProvider
+from voxmesh_tts.settings import TTSSettings
+
+
+def create_provider(settings: TTSSettings) -> TTSProvider:
+    """Builds the provider named by ``settings.provider``."""
+    if settings.provider == "piper-local":
+        from voxmesh_tts.providers.piper_local import PiperLocalTTS
+
+        return PiperLocalTTS()
+    raise ConfigError(f"unknown TTS provider {settings.provider!r}; choose one of: piper-local")

@@ -1,0 +1,23 @@
+"""Configuration of the TTS service (environment prefix ``VOXMESH_TTS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from voxmesh.config import GrpcServiceSettings
+
+
+class TTSSettings(GrpcServiceSettings):
+    """TTS service settings."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_TTS_", extra="ignore")
+
+    port: int = Field(default=50053, ge=0, le=65535)
+    provider: str = "piper-local"
+    #: Longest text accepted in one TextChunk.
+    max_chunk_chars: int = Field(default=2000, ge=1)
+    #: Longest text buffered (not yet synthesized) in one stream.
+    max_pending_chars: int = Field(default=8000, ge=1)
+    #: Duration of the audio chunks streamed back.
+    chunk_ms: int = Field(default=100, ge=10, le=1000)
