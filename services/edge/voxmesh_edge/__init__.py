@@ -1,0 +1,1 @@
+"""Voxmesh WebRTC edge: browser callers over WebRTC (aiortc), bridged to agent workers on NATS."""

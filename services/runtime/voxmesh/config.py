@@ -5,20 +5,30 @@ from __future__ import annotations
 import sys
 from typing import TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
+def _shared(name: str) -> AliasChoices:
+    # Shared settings keep one variable name (VOXMESH_NATS_URL) whatever the service's prefix.
+    return AliasChoices(name, f"VOXMESH_{name.upper()}")
+
+
 class CommonSettings(BaseSettings):
-    """Settings every Voxmesh process shares. Environment variables use the ``VOXMESH_`` prefix."""
+    """Settings every Voxmesh process shares: ``VOXMESH_LOG_LEVEL``, ``VOXMESH_LOG_FORMAT`` and
+    ``VOXMESH_NATS_URL``. Service settings add their own, under a per-service prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="VOXMESH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_", extra="ignore", populate_by_name=True)
 
-    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    log_format: str = Field(default="text", pattern="^(text|json)$")
-    nats_url: str = "nats://127.0.0.1:4222"
+    log_level: str = Field(
+        default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", validation_alias=_shared("log_level")
+    )
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$", validation_alias=_shared("log_format")
+    )
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=_shared("nats_url"))
 
 
 class GrpcServiceSettings(CommonSettings):
@@ -49,7 +59,11 @@ def load_settings(settings_cls: type[SettingsT], **overrides: object) -> Setting
         lines = [f"invalid configuration for {settings_cls.__name__}:"]
         for err in exc.errors():
             name = ".".join(str(part) for part in err["loc"])
-            env_name = f"{prefix}{name}".upper()
+            field = settings_cls.model_fields.get(name)
+            if field is not None and isinstance(field.validation_alias, AliasChoices):
+                env_name = str(field.validation_alias.choices[-1]).upper()
+            else:
+                env_name = f"{prefix}{name}".upper()
             lines.append(f"  {env_name}: {err['msg']} (got {err.get('input')!r})")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

@@ -145,13 +145,17 @@ class RecognitionStream:
             self._interim_wanted = True
             self._wake.set()
 
-    def finalize(self, request_id: str) -> None:
-        """Queues a final for the audio buffered since the previous final."""
+    def finalize(self, request_id: str, speculative: bool = False) -> None:
+        """Queues a final for the audio buffered since the previous final.
+
+        A speculative final keeps the audio buffered, so a later final covers it again.
+        """
         end_ms = int(self._position_ms)
         self._finals.append(
             _FinalJob(request_id, bytes(self._utterance), self._utterance_start_ms, end_ms)
         )
-        self._start_new_utterance(end_ms)
+        if not speculative:
+            self._start_new_utterance(end_ms)
         self._wake.set()
 
     def reset(self) -> None:
@@ -282,7 +286,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 if kind == "audio":
                     stream.push_audio(request.audio)
                 elif kind == "finalize":
-                    stream.finalize(request.finalize.request_id)
+                    stream.finalize(request.finalize.request_id, request.finalize.speculative)
                 elif kind == "reset":
                     stream.reset()
                 elif kind == "config":

@@ -1,0 +1,1 @@
+"""Voxmesh agent worker: the session runtime, one per call."""

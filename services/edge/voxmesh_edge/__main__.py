@@ -1,0 +1,22 @@
+"""Entry point: ``python -m voxmesh_edge`` (also the ``voxmesh-edge`` script)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from voxmesh.config import load_settings
+from voxmesh.logs import setup_logging
+
+from voxmesh_edge.server import serve
+from voxmesh_edge.settings import EdgeSettings
+
+
+def main() -> None:
+    """Starts the WebRTC edge and runs it until SIGTERM/SIGINT."""
+    settings = load_settings(EdgeSettings)
+    setup_logging("edge", settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,705 @@
+"""The WebRTC edge: terminates browser calls with aiortc and bridges them to agent workers on NATS.
+
+One :class:`Call` per peer connection. Its lifecycle:
+
+1. ``POST /offer``: the SDP offer is parsed, the session's NATS subjects are subscribed, and a
+   worker is asked to take the call (``DispatchRequest`` on ``voxmesh.dispatch.<agent>``).
+2. The answer goes back to the browser; caller audio is converted to PCM16 16 kHz 20 ms frames
+   and published on ``media.in``; agent audio from ``media.out`` is played through
+   :class:`AgentAudioTrack`; ``SessionEvent`` s are forwarded as JSON on the ``events`` data
+   channel.
+3. The call ends when the caller hangs up (data channel message ``hangup``), the peer connection
+   fails or closes, the worker sends ``SessionEvent.ended``, or the edge drains. The worker is
+   told with ``SessionControl.hangup`` unless it ended the call itself.
+
+The subject contract is documented in ``docs/nats-subjects.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from importlib import resources
+from typing import Any
+
+import nats.errors
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdatachannel import RTCDataChannel
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from voxmesh import audio, subjects
+from voxmesh.natsconn import connect_nats
+from voxmesh.v1 import common_pb2, session_pb2
+
+from voxmesh_edge.media import WEBRTC_RATE, FrameConverter, PacedAudioTrack
+from voxmesh_edge.settings import EdgeSettings
+
+log = logging.getLogger("voxmesh.edge")
+
+#: NATS header carrying the turn index of agent audio on ``media.out``.
+TURN_HEADER = "Voxmesh-Turn"
+#: Label of the data channel the page opens for session events.
+EVENTS_CHANNEL = "events"
+#: Text message the page sends on the events channel to end the call.
+HANGUP_MESSAGE = "hangup"
+
+_AGENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+#: Agent audio buffered beyond this is dropped (the worker paces in real time, so this only
+#: fills when the caller's connection never starts pulling).
+_MAX_BUFFER_S = 60
+#: Events kept while the data channel is not open yet.
+_MAX_PENDING_EVENTS = 500
+#: How long a closing call waits for the last events to leave the data channel.
+_FLUSH_TIMEOUT_S = 1.0
+_ICE_GATHER_TIMEOUT_S = 5.0
+
+
+def epoch_ms() -> int:
+    """Current Unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def error_response(status: int, reason: str, message: str) -> web.Response:
+    """JSON error body used by every non-2xx answer: ``{"error": {"reason", "message"}}``."""
+    return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
+
+
+class OfferError(Exception):
+    """An offer that cannot be turned into a call; becomes an HTTP error response."""
+
+    def __init__(self, status: int, reason: str, message: str, *, notify_worker: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        #: A worker may hold the session (e.g. it answered after the timeout): send it a hangup.
+        self.notify_worker = notify_worker
+
+
+class AgentAudioTrack(PacedAudioTrack):
+    """The track that plays agent audio to the caller: 20 ms s16 48 kHz frames, in real time.
+
+    The frames carry the mono agent signal on both channels of a stereo frame (see
+    :class:`~voxmesh_edge.media.PacedAudioTrack` for why).
+
+    Audio arrives as PCM16 16 kHz from ``media.out`` through :meth:`push`; silence is sent while
+    the buffer is empty. :meth:`clear` drops everything buffered (barge-in).
+
+    Args:
+        on_playout_started: Awaited with the turn index when the first frame of a new turn is
+            returned from :meth:`recv`, i.e. handed to the encoder and sent.
+    """
+
+    def __init__(self, on_playout_started: Callable[[int], Awaitable[None]] | None = None) -> None:
+        super().__init__(WEBRTC_RATE)
+        self._on_playout_started = on_playout_started
+        self._resampler = audio.StreamResampler(audio.INTERNAL_RATE, WEBRTC_RATE)
+        self._buffer = bytearray()
+        self._written = 0  # bytes ever appended to the buffer
+        self._consumed = 0  # bytes ever taken from (or dropped from) the buffer
+        self._turn_marks: deque[tuple[int, int]] = deque()  # (byte position, turn index)
+        self._last_pushed_turn: int | None = None
+        self._last_played_turn: int | None = None
+        self._starved = False
+        self._max_bytes = _MAX_BUFFER_S * WEBRTC_RATE * 2
+
+    @property
+    def buffered_ms(self) -> float:
+        """Agent audio waiting to be sent, in milliseconds."""
+        return len(self._buffer) / 2 / WEBRTC_RATE * 1000
+
+    def push(self, pcm16_16k: bytes, turn_index: int | None) -> None:
+        """Queues agent audio (PCM16 mono 16 kHz) of a turn."""
+        if turn_index is not None and turn_index != self._last_pushed_turn:
+            self._last_pushed_turn = turn_index
+            self._turn_marks.append((self._written, turn_index))
+        pcm = self._resampler.push(pcm16_16k)
+        if len(self._buffer) + len(pcm) > self._max_bytes:
+            log.warning("agent audio buffer full (%d s); dropping a chunk", _MAX_BUFFER_S)
+            return
+        self._buffer.extend(pcm)
+        self._written += len(pcm)
+
+    def clear(self) -> float:
+        """Drops all buffered agent audio now; returns how many milliseconds were dropped."""
+        dropped = self.buffered_ms
+        self._buffer.clear()
+        self._consumed = self._written
+        self._turn_marks.clear()
+        # Forget the filter state too, so no tail of the old turn leaks into the next one.
+        self._resampler = audio.StreamResampler(audio.INTERNAL_RATE, WEBRTC_RATE)
+        self._starved = False
+        return dropped
+
+    async def next_pcm(self) -> bytes:
+        """Takes the next frame from the buffer; silence when there is none."""
+        size = self.frame_bytes
+        available = len(self._buffer)
+        if available == 0 or (available < size and not self._starved):
+            # A partial frame gets one period to be completed before it is padded and sent, so
+            # that jitter in the worker's pacing does not cut holes in the middle of speech.
+            self._starved = available > 0
+            return bytes(size)
+        self._starved = False
+        take = min(size, available)
+        pcm = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        self._consumed += take
+        # Each mark is where a new turn begins in the byte stream; the newest one reached wins.
+        started: int | None = None
+        while self._turn_marks and self._turn_marks[0][0] < self._consumed:
+            started = self._turn_marks.popleft()[1]
+        if started is not None and started != self._last_played_turn:
+            self._last_played_turn = started
+            if self._on_playout_started is not None:
+                await self._on_playout_started(started)
+        return pcm + bytes(size - take)
+
+
+def _turn_of(msg: Msg) -> int | None:
+    value = (msg.headers or {}).get(TURN_HEADER)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class Call:
+    """One caller's peer connection and its session on NATS.
+
+    Args:
+        edge: The server that owns the call.
+        session_id: The session id (uuid4 hex).
+        agent: The agent the call is dispatched to.
+    """
+
+    def __init__(self, edge: EdgeServer, session_id: str, agent: str) -> None:
+        self.edge = edge
+        self.session_id = session_id
+        self.agent = agent
+        self.worker_id = ""
+        self.pc: RTCPeerConnection | None = None
+        self.track = AgentAudioTrack(self._report_playout_started)
+        self.channel: RTCDataChannel | None = None
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._nc = edge.nc
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_events: list[str] = []
+        self._closing = False
+        self._in_sequence = 0
+        self._publish_failed = False
+
+    # --- setup -----------------------------------------------------------------------------
+
+    async def negotiate(self, sdp: str) -> RTCSessionDescription:
+        """Accepts the caller's offer, dispatches the call to a worker and returns the answer.
+
+        Raises:
+            OfferError: The offer is invalid or no worker took the call.
+        """
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = pc
+        self._wire(pc)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError and friends for bad SDP
+            raise OfferError(400, "INVALID_SDP", f"the SDP offer is invalid: {exc}") from None
+        if not any(t.kind == "audio" for t in pc.getTransceivers()):
+            raise OfferError(400, "INVALID_SDP", "the SDP offer has no audio section")
+        # Subscribe before dispatching so nothing the worker sends right away is missed.
+        await self._subscribe()
+        self.worker_id = await self._dispatch()
+        pc.addTrack(self.track)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        await self._wait_ice_gathering(pc)
+        local = pc.localDescription
+        if local is None:  # pragma: no cover - set by setLocalDescription
+            raise OfferError(500, "INTERNAL", "no local description after negotiation")
+        return local
+
+    async def _subscribe(self) -> None:
+        nc = self._nc
+        sid = self.session_id
+        self._subs = [
+            await nc.subscribe(subjects.media_out(sid), cb=self._on_media_out),
+            await nc.subscribe(subjects.media_control(sid), cb=self._on_media_control),
+            await nc.subscribe(subjects.events(sid), cb=self._on_event),
+        ]
+
+    async def _dispatch(self) -> str:
+        settings = self.edge.settings
+        request = session_pb2.DispatchRequest(
+            session_id=self.session_id,
+            agent=self.agent,
+            edge_id=self.edge.edge_id,
+            format=common_pb2.AudioFormat(
+                encoding=common_pb2.AUDIO_ENCODING_PCM16,
+                sample_rate_hz=audio.INTERNAL_RATE,
+                channels=1,
+            ),
+            requested_at_ms=epoch_ms(),
+        )
+        started = time.monotonic()
+        try:
+            msg = await self._nc.request(
+                subjects.dispatch(self.agent),
+                request.SerializeToString(),
+                timeout=settings.dispatch_timeout_s,
+            )
+        except nats.errors.NoRespondersError:
+            raise OfferError(
+                503,
+                "NO_WORKER_AVAILABLE",
+                f"no worker for agent '{self.agent}' has free capacity; try again shortly",
+            ) from None
+        except nats.errors.TimeoutError:
+            raise OfferError(
+                503,
+                "NO_WORKER_AVAILABLE",
+                f"no worker for agent '{self.agent}' answered within "
+                f"{settings.dispatch_timeout_s:g} s",
+                notify_worker=True,
+            ) from None
+        except nats.errors.Error as exc:
+            raise OfferError(
+                503, "NATS_UNAVAILABLE", f"the edge cannot reach NATS: {type(exc).__name__}"
+            ) from None
+        reply = session_pb2.DispatchReply()
+        try:
+            reply.ParseFromString(msg.data)
+        except DecodeError:
+            raise OfferError(
+                503, "NO_WORKER_AVAILABLE", "a worker sent an unreadable dispatch reply"
+            ) from None
+        if not reply.accepted:
+            why = reply.error.message or reply.error.reason or "no reason given"
+            raise OfferError(
+                503,
+                "NO_WORKER_AVAILABLE",
+                f"worker '{reply.worker_id or '?'}' declined the call: {why}",
+            )
+        log.info(
+            "call %s: agent %s, worker %s accepted in %.0f ms",
+            self.session_id,
+            self.agent,
+            reply.worker_id,
+            (time.monotonic() - started) * 1000,
+        )
+        return reply.worker_id
+
+    @staticmethod
+    async def _wait_ice_gathering(pc: RTCPeerConnection) -> None:
+        # aiortc gathers during setLocalDescription; this only guards against future changes.
+        deadline = time.monotonic() + _ICE_GATHER_TIMEOUT_S
+        while pc.iceGatheringState != "complete":
+            if time.monotonic() > deadline:
+                raise OfferError(500, "ICE_GATHERING_TIMEOUT", "ICE gathering did not complete")
+            await asyncio.sleep(0.02)
+
+    def _wire(self, pc: RTCPeerConnection) -> None:
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self._spawn(self._pump_caller_audio(track), "caller-audio")
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != EVENTS_CHANNEL or self.channel is not None:
+                return
+            self.channel = channel
+
+            @channel.on("message")
+            def on_message(message: str | bytes) -> None:
+                if message == HANGUP_MESSAGE:
+                    self.request_close("caller_hangup")
+
+            @channel.on("open")
+            def on_open() -> None:
+                self._flush_pending_events()
+
+            if channel.readyState == "open":
+                self._flush_pending_events()
+
+        @pc.on("connectionstatechange")
+        def on_connection_state() -> None:
+            state = pc.connectionState
+            log.debug("call %s: connection %s", self.session_id, state)
+            if state in ("failed", "closed"):
+                self.request_close(f"connection_{state}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self._closing:
+            coro.close()
+            return
+        task = asyncio.create_task(coro, name=f"{name}-{self.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- media and events ------------------------------------------------------------------
+
+    async def _pump_caller_audio(self, track: MediaStreamTrack) -> None:
+        converter = FrameConverter()
+        subject = subjects.media_in(self.session_id)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for pcm in converter.push(frame):  # type: ignore[arg-type]
+                chunk = common_pb2.AudioChunk(
+                    data=pcm,
+                    sequence=self._in_sequence,
+                    timestamp_ms=self._in_sequence * audio.FRAME_MS,
+                )
+                self._in_sequence += 1
+                await self._publish(subject, chunk.SerializeToString())
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        try:
+            await self._nc.publish(subject, payload)
+        except nats.errors.Error as exc:
+            if not self._publish_failed:  # once per call, not 50 times a second
+                log.warning("call %s: publish to NATS failed: %s", self.session_id, exc)
+            self._publish_failed = True
+        else:
+            self._publish_failed = False
+
+    async def _on_media_out(self, msg: Msg) -> None:
+        chunk = common_pb2.AudioChunk()
+        try:
+            chunk.ParseFromString(msg.data)
+        except DecodeError:
+            log.warning("call %s: unreadable AudioChunk on media.out", self.session_id)
+            return
+        if len(chunk.data) % 2:
+            log.warning("call %s: odd-sized PCM16 chunk on media.out", self.session_id)
+            return
+        self.track.push(chunk.data, _turn_of(msg))
+
+    async def _on_media_control(self, msg: Msg) -> None:
+        control = session_pb2.MediaControl()
+        try:
+            control.ParseFromString(msg.data)
+        except DecodeError:
+            log.warning("call %s: unreadable MediaControl", self.session_id)
+            return
+        if control.HasField("clear"):
+            dropped = self.track.clear()
+            log.debug(
+                "call %s: clear (turn %d), dropped %.0f ms",
+                self.session_id,
+                control.clear.turn_index,
+                dropped,
+            )
+
+    async def _on_event(self, msg: Msg) -> None:
+        event = session_pb2.SessionEvent()
+        try:
+            event.ParseFromString(msg.data)
+        except DecodeError:
+            log.warning("call %s: unreadable SessionEvent", self.session_id)
+            return
+        text = json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True))
+        self._send_event(text)
+        if event.HasField("error") and event.error.fatal:
+            log.warning(
+                "call %s: fatal error from worker: %s", self.session_id, event.error.detail.reason
+            )
+        if event.HasField("ended"):
+            self.request_close("worker_ended", notify_worker=False, linger=True)
+
+    def _send_event(self, text: str) -> None:
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+        elif len(self._pending_events) < _MAX_PENDING_EVENTS:
+            self._pending_events.append(text)
+
+    def _flush_pending_events(self) -> None:
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return
+        pending, self._pending_events = self._pending_events, []
+        for text in pending:
+            channel.send(text)
+
+    async def _report_playout_started(self, turn_index: int) -> None:
+        control = session_pb2.SessionControl(
+            playout_started=session_pb2.PlayoutStarted(turn_index=turn_index, at_ms=epoch_ms())
+        )
+        await self._publish(subjects.control(self.session_id), control.SerializeToString())
+
+    # --- teardown --------------------------------------------------------------------------
+
+    def request_close(
+        self, reason: str, *, notify_worker: bool = True, linger: bool = False
+    ) -> None:
+        """Schedules :meth:`close` from a callback (safe to call from the call's own tasks)."""
+        if not self._closing:
+            self.edge.spawn(self.close(reason, notify_worker=notify_worker, linger=linger))
+
+    async def close(self, reason: str, *, notify_worker: bool = True, linger: bool = False) -> None:
+        """Ends the call: tells the worker, unsubscribes, stops tasks and closes the connection.
+
+        Idempotent; a second caller waits for the first to finish.
+
+        Args:
+            reason: Why the call ends, sent to the worker in ``Hangup.reason``.
+            notify_worker: Publish ``SessionControl.hangup`` (not when the worker ended it).
+            linger: Give queued data-channel messages up to a second to leave first.
+        """
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        try:
+            if notify_worker:
+                control = session_pb2.SessionControl(hangup=session_pb2.Hangup(reason=reason))
+                await self._publish(subjects.control(self.session_id), control.SerializeToString())
+            for sub in self._subs:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+            self._subs.clear()
+            if linger:
+                await self._wait_events_flushed()
+            self.track.stop()
+            current = asyncio.current_task()
+            tasks = [t for t in self._tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.pc is not None:
+                await self.pc.close()
+        finally:
+            self.edge.forget(self)
+            self.closed.set()
+            if self.worker_id:
+                log.info("call %s ended: %s", self.session_id, reason)
+
+    async def _wait_events_flushed(self) -> None:
+        deadline = time.monotonic() + _FLUSH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            channel = self.channel
+            if channel is None or channel.readyState != "open" or self.pc is None:
+                return
+            sctp = self.pc.sctp
+            queued = len(getattr(sctp, "_outbound_queue", ())) + len(
+                getattr(sctp, "_sent_queue", ())
+            )
+            if channel.bufferedAmount == 0 and queued == 0:
+                return
+            await asyncio.sleep(0.02)
+
+
+def _load_page() -> str:
+    return resources.files("voxmesh_edge").joinpath("static/index.html").read_text("utf-8")
+
+
+class EdgeServer:
+    """The edge's HTTP server and its live calls.
+
+    Args:
+        settings: Edge settings.
+        nc: A connected NATS client (not closed by the server).
+        edge_id: Identifies this edge in dispatch requests; defaults to ``<hostname>-<pid>``.
+    """
+
+    def __init__(self, settings: EdgeSettings, nc: NatsClient, *, edge_id: str = "") -> None:
+        self.settings = settings
+        self.nc = nc
+        self.edge_id = edge_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.calls: dict[str, Call] = {}
+        self.draining = False
+        self.url = ""
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._page = _load_page()
+        self.app = web.Application()
+        self.app.router.add_get("/", self._handle_index)
+        self.app.router.add_get("/healthz", self._handle_healthz)
+        self.app.router.add_post("/offer", self._handle_offer)
+
+    async def start(self) -> str:
+        """Starts listening; returns the base URL (with the real port when ``port`` is 0)."""
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port)
+        await site.start()
+        self._runner = runner
+        port = self.settings.port
+        for address in runner.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                port = int(address[1])
+                break
+        self.url = f"http://{self.settings.host}:{port}"
+        log.info("edge listening on %s", self.url)
+        return self.url
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Runs a coroutine in a task the server owns (cancelled by :meth:`stop`)."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("edge task failed", exc_info=task.exception())
+
+    def forget(self, call: Call) -> None:
+        """Removes a finished call."""
+        if self.calls.get(call.session_id) is call:
+            del self.calls[call.session_id]
+        if not self.calls:
+            self._idle.set()
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Stops accepting calls, waits for live ones to end, then hangs up the rest.
+
+        Args:
+            grace_s: How long live calls may continue; defaults to ``drain_grace_s``.
+        """
+        grace = self.settings.drain_grace_s if grace_s is None else grace_s
+        self.draining = True
+        if self.calls:
+            log.info("draining: waiting up to %g s for %d call(s)", grace, len(self.calls))
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            log.info("drain grace over; hanging up %d call(s)", len(self.calls))
+        await self.hangup_all("edge_draining")
+
+    async def hangup_all(self, reason: str) -> None:
+        """Ends every live call, telling its worker ``reason``."""
+        calls = list(self.calls.values())
+        await asyncio.gather(*(call.close(reason) for call in calls), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Hangs up every call, stops owned tasks and the HTTP server."""
+        self.draining = True
+        await self.hangup_all("edge_stopping")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- HTTP handlers ---------------------------------------------------------------------
+
+    async def _handle_index(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._page, content_type="text/html", charset="utf-8")
+
+    async def _handle_healthz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        if not self.nc.is_connected:
+            return web.json_response({"status": "nats_disconnected"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def _handle_offer(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return error_response(
+                503, "EDGE_DRAINING", "this edge is shutting down; connect to another edge"
+            )
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error_response(400, "INVALID_JSON", "the request body must be a JSON object")
+        if not isinstance(body, dict):
+            return error_response(400, "INVALID_JSON", "the request body must be a JSON object")
+        sdp = body.get("sdp")
+        if not isinstance(sdp, str) or not sdp.strip():
+            return error_response(
+                400, "INVALID_OFFER", "field 'sdp' is required and must be a non-empty string"
+            )
+        if body.get("type", "offer") != "offer":
+            return error_response(400, "INVALID_OFFER", "field 'type' must be 'offer'")
+        agent = body.get("agent") or self.settings.agent
+        if not isinstance(agent, str) or not _AGENT_RE.match(agent):
+            return error_response(
+                400, "INVALID_AGENT", "field 'agent' may only contain letters, digits, - and _"
+            )
+        if len(self.calls) >= self.settings.max_calls:
+            return error_response(
+                503,
+                "EDGE_AT_CAPACITY",
+                f"this edge already carries {self.settings.max_calls} calls; try again shortly",
+            )
+        call = Call(self, uuid.uuid4().hex, agent)
+        self.calls[call.session_id] = call
+        self._idle.clear()
+        try:
+            answer = await call.negotiate(sdp)
+        except OfferError as exc:
+            log.info("offer rejected (%s): %s", exc.reason, exc.message)
+            self.spawn(call.close(f"rejected: {exc.reason}", notify_worker=exc.notify_worker))
+            return error_response(exc.status, exc.reason, exc.message)
+        except Exception:
+            log.exception("call %s: negotiation failed", call.session_id)
+            self.spawn(call.close("edge_error"))
+            return error_response(500, "INTERNAL", "the edge failed to set up the call")
+        except BaseException:  # cancelled: the HTTP request went away
+            self.spawn(call.close("offer_cancelled"))
+            raise
+        return web.json_response(
+            {
+                "sdp": answer.sdp,
+                "type": answer.type,
+                "session_id": call.session_id,
+                "worker_id": call.worker_id,
+            }
+        )
+
+
+async def serve(settings: EdgeSettings) -> None:
+    """Runs the edge until SIGTERM or SIGINT, then drains and exits.
+
+    Args:
+        settings: Edge settings.
+    """
+    try:
+        nc = await connect_nats(settings.nats_url, "voxmesh-edge")
+    except (OSError, nats.errors.Error) as exc:
+        raise SystemExit(
+            f"edge: cannot connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}"
+        ) from None
+    edge = EdgeServer(settings, nc)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await edge.start()
+        await stop.wait()
+        log.info("signal received: draining (grace %g s)", settings.drain_grace_s)
+        await edge.drain()
+    finally:
+        await edge.stop()
+        with contextlib.suppress(nats.errors.Error):
+            await nc.drain()
+    log.info("edge stopped")

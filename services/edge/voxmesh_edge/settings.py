@@ -1,0 +1,30 @@
+"""Configuration of the WebRTC edge."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from voxmesh.config import CommonSettings
+
+
+class EdgeSettings(CommonSettings):
+    """Settings of the WebRTC edge. Environment variables use the ``VOXMESH_EDGE_`` prefix.
+
+    ``log_level``, ``log_format`` and ``nats_url`` are inherited from
+    :class:`voxmesh.config.CommonSettings` and read with the same prefix
+    (e.g. ``VOXMESH_EDGE_NATS_URL``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_EDGE_", extra="ignore")
+
+    #: Address the HTTP server binds to.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Agent a call is dispatched to when the offer names none.
+    agent: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]+$")
+    #: How long to wait for a worker to accept a call.
+    dispatch_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Seconds live calls get to end after SIGTERM before they are hung up.
+    drain_grace_s: float = Field(default=10.0, ge=0, le=3600)
+    #: Concurrent calls this edge accepts before answering 503.
+    max_calls: int = Field(default=100, ge=1)

@@ -1,0 +1,125 @@
+"""Real-time playout of agent audio to the edge.
+
+The worker, not the edge, owns the playout clock: it publishes 20 ms frames at real-time pace
+(plus a small lead to absorb scheduling jitter). That makes "what has the caller heard" a local
+question (how many frames of this turn were published), and barge-in a local action (stop
+publishing, tell the edge to drop its small buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from nats.aio.client import Client as NatsClient
+
+from voxmesh import subjects
+from voxmesh.audio import FRAME_BYTES, FRAME_MS, Framer
+from voxmesh.v1 import common_pb2, session_pb2
+
+TURN_HEADER = "Voxmesh-Turn"
+
+
+class Playout:
+    """Paces one call's agent audio onto ``media.out``."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        session_id: str,
+        *,
+        lead_ms: int,
+        on_first_frame: Callable[[int], None],
+    ) -> None:
+        """Creates the playout of a session.
+
+        Args:
+            nc: NATS connection.
+            session_id: The call.
+            lead_ms: How far ahead of real time frames may be sent.
+            on_first_frame: Called with the turn index when a turn's first frame is published.
+        """
+        self._nc = nc
+        self._session_id = session_id
+        self._subject = subjects.media_out(session_id)
+        self._lead_s = lead_ms / 1000
+        self._on_first_frame = on_first_frame
+        self._frames: deque[tuple[int, bytes]] = deque()
+        self._framer = Framer(FRAME_BYTES)
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._published_ms: dict[int, int] = {}
+        self._sequence = 0
+
+    def enqueue(self, turn_index: int, pcm16: bytes) -> None:
+        """Queues agent audio (PCM16 16 kHz mono) of a turn."""
+        for frame in self._framer.push(pcm16):
+            self._frames.append((turn_index, frame))
+        if self._frames:
+            self._drained.clear()
+            self._wake.set()
+
+    def end_turn(self, turn_index: int) -> None:
+        """Queues the last partial frame of a turn (padded with silence)."""
+        last = self._framer.flush()
+        if last is not None:
+            self._frames.append((turn_index, last))
+            self._drained.clear()
+            self._wake.set()
+
+    def published_ms(self, turn_index: int) -> int:
+        """Milliseconds of a turn's audio published so far."""
+        return self._published_ms.get(turn_index, 0)
+
+    async def clear(self, turn_index: int) -> None:
+        """Drops queued audio and tells the edge to drop its buffer (barge-in)."""
+        self._frames.clear()
+        self._framer.clear()
+        self._drained.set()
+        control = session_pb2.MediaControl(clear=session_pb2.ClearPlayout(turn_index=turn_index))
+        await self._nc.publish(
+            subjects.media_control(self._session_id), control.SerializeToString()
+        )
+
+    async def wait_drained(self) -> None:
+        """Returns once every queued frame has been published."""
+        await self._drained.wait()
+
+    async def run(self) -> None:
+        """Publishes frames at real-time pace until cancelled."""
+        due: float | None = None
+        while True:
+            if not self._frames:
+                self._drained.set()
+                due = None
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = time.monotonic()
+            if due is None:
+                due = now
+            wait = due - self._lead_s - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            turn_index, frame = self._frames.popleft()
+            chunk = common_pb2.AudioChunk(
+                data=frame, sequence=self._sequence, timestamp_ms=self._sequence * FRAME_MS
+            )
+            self._sequence += 1
+            first = turn_index not in self._published_ms
+            self._published_ms[turn_index] = self._published_ms.get(turn_index, 0) + FRAME_MS
+            await self._nc.publish(
+                self._subject,
+                chunk.SerializeToString(),
+                headers={TURN_HEADER: str(turn_index)},
+            )
+            if first:
+                self._on_first_frame(turn_index)
+            due += FRAME_MS / 1000
+            # After a stall (e.g. a slow TTS sentence) restart the clock instead of bursting.
+            if due < time.monotonic() - 0.2:
+                due = None

@@ -1,0 +1,55 @@
+"""Configuration of the agent worker (environment prefix ``VOXMESH_WORKER_``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from voxmesh.config import CommonSettings
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Vox, a friendly voice assistant on a phone call. Answer in one or two short, "
+    "plain sentences that sound natural when spoken. Never use lists, markdown, emojis or "
+    "abbreviations. If you do not know something, say so briefly."
+)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(CommonSettings):
+    """Agent worker settings."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_WORKER_", extra="ignore")
+
+    worker_id: str = Field(default_factory=_default_worker_id)
+    agent: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]+$")
+    max_sessions: int = Field(default=4, ge=1, le=10_000)
+    stt_address: str = "127.0.0.1:50051"
+    llm_address: str = "127.0.0.1:50052"
+    tts_address: str = "127.0.0.1:50053"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int = Field(default=120, ge=1, le=4096)
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    #: Seconds active calls get to finish after SIGTERM before they are ended.
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+
+    # Turn-taking. Probabilities are Silero's speech probability per 32 ms window.
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    #: Speech this long starts a user turn (and, while the agent talks, interrupts it).
+    min_speech_ms: int = Field(default=96, ge=32)
+    #: A pause this long sends the utterance to STT speculatively.
+    speculative_pause_ms: int = Field(default=160, ge=32)
+    #: A pause this long ends the user's turn.
+    endpoint_silence_ms: int = Field(default=384, ge=64)
+    #: Audio kept before detected speech onset, so the first syllable is not clipped.
+    preroll_ms: int = Field(default=320, ge=0, le=2000)
+    #: The first piece of an answer goes to TTS at a comma once it has this many words.
+    first_clause_min_words: int = Field(default=4, ge=0)
+    #: Agent audio sent ahead of real time, to absorb scheduling jitter.
+    playout_lead_ms: int = Field(default=60, ge=0, le=1000)
