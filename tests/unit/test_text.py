@@ -1,0 +1,42 @@
+import pytest
+
+from voxmesh.text import SentenceAggregator, word_error_rate
+
+
+def _feed(aggregator: SentenceAggregator, text: str) -> list[str]:
+    out: list[str] = []
+    for token in text.split(" "):
+        out += aggregator.push(token + " ")
+    rest = aggregator.flush()
+    return out + ([rest] if rest else [])
+
+
+def test_sentences_release_as_soon_as_complete() -> None:
+    aggregator = SentenceAggregator()
+    assert aggregator.push("Hello there.") == []  # a stop needs whitespace after it
+    assert aggregator.push(" How are") == ["Hello there."]
+    assert aggregator.flush() == "How are"
+
+
+def test_abbreviations_and_decimals_do_not_split() -> None:
+    got = _feed(SentenceAggregator(), "Dr. Smith paid 3.5 dollars. Thanks!")
+    assert got == ["Dr. Smith paid 3.5 dollars.", "Thanks!"]
+
+
+def test_first_clause_released_early_only_once() -> None:
+    got = _feed(SentenceAggregator(first_clause_min_words=4),
+                "Sure thing my friend, I can book that, no problem at all.")
+    assert got == ["Sure thing my friend,", "I can book that, no problem at all."]
+
+
+def test_long_text_without_punctuation_is_cut_at_a_word() -> None:
+    got = SentenceAggregator(max_chars=20).push("one two three four five six seven eight")
+    assert got and all(len(piece) <= 20 for piece in got)
+
+
+@pytest.mark.parametrize(
+    ("ref", "hyp", "wer"),
+    [("Hello, world!", "hello world", 0.0), ("a b c d", "a x c", 0.5), ("a", "", 1.0)],
+)
+def test_word_error_rate(ref: str, hyp: str, wer: float) -> None:
+    assert word_error_rate(ref, hyp) == pytest.approx(wer)
