@@ -22,7 +22,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         state_dir=tmp_path_factory.mktemp("stack"),
         ports=Ports.free(),
         drain_grace_s=3.0,
-        env={"VOXMESH_WORKER_DRAIN_TIMEOUT_S": "5"},
+        env={"VOXMESH_WORKER_DRAIN_TIMEOUT_S": "20"},
     )
     try:
         await platform.start()

@@ -72,6 +72,17 @@ class Turn:
     first_sentence_at: float = 0.0
 
 
+class ServiceCallError(Exception):
+    """A call to a model service failed; the turn is lost but the call goes on."""
+
+    def __init__(self, component: str, exc: grpc.RpcError) -> None:
+        detail = error_from_rpc(exc)
+        detail.component = detail.component or component
+        detail.message = f"{component} failed: {detail.message}"
+        super().__init__(detail.message)
+        self.detail = detail
+
+
 class SessionFatalError(Exception):
     """The call cannot go on (e.g. STT is gone)."""
 
@@ -371,9 +382,10 @@ class CallSession:
                 interrupted = True
                 await asyncio.shield(self._on_interrupted(turn))
             raise
-        except grpc.RpcError as exc:
-            detail = error_from_rpc(exc)
-            await self._emit(error=session_pb2.SessionError(detail=detail, fatal=False))
+        except ServiceCallError as exc:
+            log.warning("session %s turn %d failed: %s %s", self.session_id, turn.index,
+                        exc.detail.component, exc.detail.reason)
+            await self._emit(error=session_pb2.SessionError(detail=exc.detail, fatal=False))
         except TimeoutError:
             await self._emit(error=session_pb2.SessionError(fatal=False, detail=(
                 common_pb2.ErrorDetail(reason="STT_FINAL_TIMEOUT", component="stt",
@@ -414,7 +426,7 @@ class CallSession:
             await tts_requests.put(tts_pb2.SynthesizeRequest(flush=tts_pb2.Flush()))
 
         try:
-            async for event in llm_call:
+            async for event in _guarded(llm_call, "llm"):
                 kind = event.WhichOneof("event")
                 if kind == "delta":
                     if not turn.generated:
@@ -441,7 +453,7 @@ class CallSession:
                 await asyncio.gather(tts_reader, return_exceptions=True)
 
     async def _read_tts(self, turn: Turn, call: Any) -> None:
-        async for response in call:
+        async for response in _guarded(call, "tts"):
             kind = response.WhichOneof("response")
             if kind != "audio":
                 continue
@@ -488,3 +500,12 @@ class CallSession:
                 if segment.turn_offset_ms + end <= heard_ms:
                     words.append(word)
         return " ".join(words)
+
+
+async def _guarded(call: AsyncIterator[Any], component: str) -> AsyncIterator[Any]:
+    """Iterates a gRPC stream, naming the service in any failure."""
+    try:
+        async for item in call:
+            yield item
+    except grpc.RpcError as exc:
+        raise ServiceCallError(component, exc) from exc
