@@ -1,0 +1,133 @@
+"""Voice-to-voice benchmark of the embedded default (``make bench``).
+
+Starts the whole platform on loopback (nats-server, stt, llm, tts, a worker, the WebRTC edge),
+places synthetic calls through an aiortc client, and measures, per turn:
+
+* voice-to-voice at the caller: last sample of caller speech sent -> first audible sample of
+  the answer received over WebRTC (what a caller feels);
+* the worker's per-stage breakdown (endpointing, STT final, LLM first token, first sentence,
+  TTS first audio, edge first packet), from its ``turn_metrics`` events.
+
+Results are merged into ``bench/results.json`` (other sections are kept) and a latency picture
+is written next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from voxmesh.cli.call import percentile, run_call
+from voxmesh.cli.caller_audio import CallerVoice
+from voxmesh.cli.stack import Ports, Stack
+
+SENTENCES = [
+    "Hello, what can you help me with today?",
+    "What is the capital of France?",
+    "Can you recommend a good book to read?",
+    "How far away is the moon?",
+    "What is a healthy breakfast?",
+    "Tell me something interesting about cats.",
+    "What time is it usually busy at restaurants?",
+    "Thank you, that is all for now.",
+]
+STAGES = ["endpointing_ms", "stt_final_ms", "llm_first_token_ms", "first_sentence_ms",
+          "tts_first_audio_ms", "edge_first_packet_ms", "voice_to_voice_ms"]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(values), 1),
+            "p95_ms": round(percentile(values, 95), 1)} if values else {}
+
+
+async def _bench(turns: int, turns_per_call: int) -> dict[str, object]:
+    voice = CallerVoice(Path(".voxmesh/cache/caller"))
+    with tempfile.TemporaryDirectory(prefix="voxmesh-bench-") as state:
+        stack = Stack(state_dir=Path(state), ports=Ports.free())
+        print("starting the platform…", file=sys.stderr)
+        await stack.start(lambda n, w, s: print(f"  {n:<7} {w:<9} {s:5.1f}s", file=sys.stderr))
+        try:
+            caller_v2v: list[float] = []
+            stages: dict[str, list[float]] = {name: [] for name in STAGES}
+            done = 0
+            call_index = 0
+            while done < turns:
+                count = min(turns_per_call, turns - done)
+                picks = [SENTENCES[(call_index * turns_per_call + i) % len(SENTENCES)]
+                         for i in range(count)]
+                utterances = [(text, voice.speak(text)) for text in picks]
+                report = await run_call(stack.edge_url, utterances)
+                for turn in report.turns:
+                    if turn.voice_to_voice_ms is None:
+                        continue
+                    caller_v2v.append(turn.voice_to_voice_ms)
+                    for name in STAGES:
+                        if turn.stages.get(name):
+                            stages[name].append(turn.stages[name])
+                    done += 1
+                    p50 = statistics.median(caller_v2v)
+                    print(f"  turn {done:>3}/{turns}  voice-to-voice {turn.voice_to_voice_ms:6.0f}"
+                          f" ms   running p50 {p50:5.0f} ms", file=sys.stderr)
+                call_index += 1
+        finally:
+            await stack.stop()
+    return {
+        "machine": {"cores": os.cpu_count(), "cpu_model": _cpu_model(),
+                    "date": time.strftime("%Y-%m-%d")},
+        "voice_to_voice": {
+            **_stats(caller_v2v),
+            "turns": len(caller_v2v),
+            "measured_at": "caller (aiortc client over WebRTC through the edge)",
+            "worker_measured": _stats(stages["voice_to_voice_ms"]),
+            "stages": {name: round(statistics.median(v), 1)
+                       for name, v in stages.items() if v and name != "voice_to_voice_ms"},
+            "stages_p95": {name: round(percentile(v, 95), 1)
+                           for name, v in stages.items() if v and name != "voice_to_voice_ms"},
+            "samples_ms": caller_v2v,
+        },
+        "endpointing": _stats(stages["endpointing_ms"]),
+    }
+
+
+def main() -> None:
+    """Runs the benchmark and merges its results into the results file."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=24)
+    parser.add_argument("--turns-per-call", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    args = parser.parse_args()
+    results = asyncio.run(_bench(args.turns, args.turns_per_call))
+    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+    existing.update(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(existing, indent=2) + "\n")
+    from bench_plot import write_latency_svg
+
+    svg = args.out.with_name("voice_to_voice.svg")
+    write_latency_svg(svg, results["voice_to_voice"])  # type: ignore[arg-type]
+    v2v = results["voice_to_voice"]
+    print(f"voice-to-voice p50 {v2v['p50_ms']} ms, p95 {v2v['p95_ms']} ms "  # type: ignore[index]
+          f"over {v2v['turns']} turns -> {args.out}, {svg}")  # type: ignore[index]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
