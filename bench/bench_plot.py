@@ -1,5 +1,7 @@
-"""Dependency-free SVG pictures of benchmark results: a latency histogram and the median turn
-as a waterfall of stages."""
+"""Dependency-free SVG pictures of benchmark results.
+
+A latency histogram and the median turn as a waterfall of stages.
+"""
 
 from __future__ import annotations
 

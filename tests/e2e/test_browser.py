@@ -21,6 +21,8 @@ SENTENCE = "I would like to book a table for two people."
 @pytest.fixture
 def mic_wav(tmp_path: Path, caller_voice: CallerVoice) -> Path:
     """The caller's words with silence around them; Chromium loops the file as its microphone."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed; `make test` installs it (make browser)")
     speech = resample(caller_voice.speak(SENTENCE), 16000, 48000)
     silence = b"\0\0" * 48000
     path = tmp_path / "mic.wav"
@@ -31,8 +33,6 @@ def mic_wav(tmp_path: Path, caller_voice: CallerVoice) -> Path:
 async def test_page_shows_transcript_and_plays_agent_audio(
     stack: Stack, mic_wav: Path, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed; `make test` installs it (make browser)")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:

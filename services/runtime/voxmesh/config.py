@@ -17,8 +17,11 @@ def _shared(name: str) -> AliasChoices:
 
 
 class CommonSettings(BaseSettings):
-    """Settings every Voxmesh process shares: ``VOXMESH_LOG_LEVEL``, ``VOXMESH_LOG_FORMAT`` and
-    ``VOXMESH_NATS_URL``. Service settings add their own, under a per-service prefix."""
+    """Settings every Voxmesh process shares.
+
+    ``VOXMESH_LOG_LEVEL``, ``VOXMESH_LOG_FORMAT`` and ``VOXMESH_NATS_URL`` keep these names in
+    every service; service settings add their own under a per-service prefix.
+    """
 
     model_config = SettingsConfigDict(env_prefix="VOXMESH_", extra="ignore", populate_by_name=True)
 

@@ -1,5 +1,6 @@
-"""What every provider base class (STT, TTS, LLM) shares: blocking-work executors, retries and
-error translation.
+"""What every provider base class (STT, TTS, LLM) shares.
+
+Blocking-work executors, retries and error translation.
 
 Capability bases (``voxmesh_stt.providers.base.STTProvider`` and friends) derive from
 :class:`ProviderBase`; concrete providers only implement the model call. A provider signals

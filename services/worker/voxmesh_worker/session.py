@@ -142,8 +142,11 @@ class CallSession:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Subscribes to the call's subjects. Done before the dispatch is accepted, so no audio
-        published right after the acceptance is lost."""
+        """Subscribes to the call's subjects.
+
+        Done before the dispatch is accepted, so no audio published right after the acceptance
+        is lost.
+        """
         sid = self.session_id
         self._subscriptions = [
             await self._nc.subscribe(subjects.media_in(sid), cb=self._on_media),
@@ -241,7 +244,7 @@ class CallSession:
         )
         await self._nc.publish(subjects.events(self.session_id), message.SerializeToString())
 
-    async def _set_state(self, state: int) -> None:
+    async def _set_state(self, state: session_pb2.AgentState.State) -> None:
         if state != self._state:
             self._state = state
             await self._emit(agent_state=session_pb2.AgentState(state=state))

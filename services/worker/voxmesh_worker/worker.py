@@ -12,6 +12,7 @@ On SIGTERM it drains: it leaves the dispatch group at once, lets active calls fi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -151,7 +152,7 @@ class Worker:
         await session.start()
         task = asyncio.create_task(session.run(), name=f"session-{request.session_id[:8]}")
         self._sessions[request.session_id] = (session, task)
-        task.add_done_callback(lambda t, sid=request.session_id: self._on_session_done(sid, t))
+        task.add_done_callback(functools.partial(self._on_session_done, request.session_id))
         reply.accepted = True
         await msg.respond(reply.SerializeToString())
         await self._update_dispatch()

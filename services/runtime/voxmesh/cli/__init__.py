@@ -1,0 +1,1 @@
+"""The ``voxmesh`` command line: ``up``, ``call``, ``models``."""

@@ -121,7 +121,7 @@ def _call(args: argparse.Namespace) -> int:
         if not args.json:
             v2v = getattr(turn, "voice_to_voice_ms", None)
             print(f"turn {getattr(turn, 'index', '?')}: "
-                  f"{'%.0f ms' % v2v if v2v is not None else 'no answer'}", file=sys.stderr)
+                  f"{f'{v2v:.0f} ms' if v2v is not None else 'no answer'}", file=sys.stderr)
 
     from voxmesh_edge.client import CallRejectedError
 

@@ -1,5 +1,7 @@
-"""The embedded platform on one machine: nats-server, the model services, a worker and the edge,
-each in its own process. Used by ``voxmesh up``, the end-to-end tests and the benchmarks.
+"""The embedded platform on one machine, each part in its own process.
+
+nats-server, the model services, a worker and the edge. Used by ``voxmesh up``, the end-to-end
+tests and the benchmarks.
 """
 
 from __future__ import annotations
