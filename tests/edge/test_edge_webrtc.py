@@ -3,7 +3,7 @@
 The agent worker is replaced by :class:`EchoWorker`, a test double that speaks the NATS contract
 of docs/nats-subjects.md: it accepts dispatch requests and, after each utterance of the caller,
 publishes a final ``user_transcript`` and plays the utterance back on ``media.out``
-(tests/edge/echo_worker.py).
+(tests/edge/edge_testkit.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-from echo_worker import (
+from edge_testkit import (
     SPEECH_DBFS,
     EchoSession,
     EchoWorker,
@@ -25,6 +25,7 @@ from echo_worker import (
     tone,
 )
 from nats.aio.client import Client as NatsClient
+
 from voxmesh import audio
 from voxmesh.v1 import common_pb2, session_pb2
 from voxmesh_edge.client import CallRejectedError, WebRTCCaller
@@ -64,7 +65,7 @@ async def test_audio_round_trip(
     sent_at = await caller.play(question)
     assert 0.9 < time.monotonic() - sent_at + (epoch_ms() - play_started_ms) / 1000 < 2.0
 
-    first, end, answer = await caller.wait_agent_audio(sent_at, silence_ms=400, timeout=8)
+    first, _end, answer = await caller.wait_agent_audio(sent_at, silence_ms=400, timeout=8)
     answer_s = len(answer) / 2 / audio.INTERNAL_RATE
     assert 0.85 < answer_s < 1.15, f"answer lasted {answer_s:.2f} s"
     assert abs(audio.rms_dbfs(answer) - audio.rms_dbfs(question)) < 3.0
@@ -116,12 +117,23 @@ async def test_clear_drops_buffered_audio(
     await session.clear(turn=7)
     await poll(lambda: call.track.buffered_ms == 0, 0.1, "the edge to drop its buffer")
 
-    first, end, heard = await caller.wait_agent_audio(started, silence_ms=400, timeout=5)
+    _, _, heard = await caller.wait_agent_audio(started, silence_ms=400, timeout=5)
     heard_ms = len(heard) / 2 / audio.INTERNAL_RATE * 1000
     played_before_clear_ms = clear_at_ms - playout.at_ms
     assert heard_ms < 1500, "audio kept playing after the clear"
     # Everything sent before the clear arrives; at most 100 ms more may follow it.
     assert played_before_clear_ms - 100 < heard_ms < played_before_clear_ms + 100
+
+    # Frames of the cleared turn still in flight are dropped; the next turn plays normally.
+    next_turn_at = time.monotonic()
+    await session.send_audio(tone(300, 0.2), turn=7, paced=False)
+    await session.send_audio(tone(600, 0.5), turn=8, paced=False)
+    playout = (
+        await session.wait_control("playout_started", where=lambda c: c.turn_index == 8)
+    ).playout_started
+    _, _, answer = await caller.wait_agent_audio(next_turn_at, silence_ms=300, timeout=5)
+    assert 400 < len(answer) / 2 / audio.INTERNAL_RATE * 1000 < 600
+    assert abs(dominant_frequency(answer) - 600) < 10
 
 
 async def test_events_reach_the_data_channel(
@@ -273,8 +285,28 @@ async def test_hangup_publishes_session_control(
     await caller.hangup()
     hangup = (await session.wait_control("hangup")).hangup
     assert hangup.reason == "caller_hangup"
+    # The worker's summary still reaches the caller before the edge closes the call.
+    ended = await caller.wait_event(lambda e: "ended" in e, timeout=0)
+    assert ended["ended"]["reason"] == "hangup"
     await poll(lambda: caller.session_id not in edge.calls, 3, "the edge to drop the call")
     assert caller.ended
+
+
+async def test_hangup_without_worker_reply_still_closes(edge: EdgeServer, nc: NatsClient) -> None:
+    worker = EchoWorker(nc, worker_id="silent-worker", end_on_hangup=False)
+    await worker.start()
+    try:
+        caller = WebRTCCaller(edge.url)
+        await caller.connect()
+        started = time.monotonic()
+        await caller.hangup()
+        assert caller.session_id is not None
+        session = worker.sessions[caller.session_id]
+        assert (await session.wait_control("hangup")).hangup.reason == "caller_hangup"
+        await poll(lambda: caller.session_id not in edge.calls, 4, "the edge to drop the call")
+        assert time.monotonic() - started < 4
+    finally:
+        await worker.stop()
 
 
 async def test_lost_connection_publishes_hangup(

@@ -6,7 +6,6 @@ import asyncio
 
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
-
 from voxmesh_edge.server import serve
 from voxmesh_edge.settings import EdgeSettings
 

@@ -28,8 +28,8 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
-from voxmesh import audio
 
+from voxmesh import audio
 from voxmesh_edge.media import FrameConverter, PacedAudioTrack
 
 log = logging.getLogger("voxmesh.edge.client")
@@ -179,6 +179,8 @@ class WebRTCCaller:
         Raises:
             CallRejectedError: The edge answered with an HTTP error (reason from its JSON body).
             TimeoutError: The connection did not come up within ``connect_timeout``.
+            ConnectionError: The WebRTC connection failed.
+            aiohttp.ClientError: The edge could not be reached.
         """
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc = pc
@@ -233,7 +235,7 @@ class WebRTCCaller:
             text = await response.text()
             if response.status != 200:
                 reason, message = f"HTTP_{response.status}", text[:200]
-                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                with contextlib.suppress(ValueError, LookupError, AttributeError, TypeError):
                     error = json.loads(text)["error"]
                     reason, message = error["reason"], error["message"]
                 raise CallRejectedError(reason, message, response.status)
@@ -379,13 +381,13 @@ class WebRTCCaller:
 
         return await self._wait_until(check, timeout, "a matching event")
 
-    async def hangup(self, wait_s: float = 2.0) -> None:
+    async def hangup(self, wait_s: float = 3.0) -> None:
         """Tells the edge to end the call, waits for it to close (``wait_s`` at most), closes."""
         channel, pc = self.channel, self.pc
         if pc is not None and channel is not None and channel.readyState == "open":
             channel.send("hangup")
-            # The edge closes the connection when it has the message; closing first could
-            # drop it (SCTP is aborted on close).
+            # The edge forwards the worker's `ended` event, then closes the connection; closing
+            # first could drop the message (SCTP is aborted on close).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._ended.wait()

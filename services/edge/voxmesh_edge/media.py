@@ -10,6 +10,7 @@ from abc import abstractmethod
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
 from voxmesh import audio
 
 #: Packetization of every track we send.

@@ -10,7 +10,8 @@ One :class:`Call` per peer connection. Its lifecycle:
    channel.
 3. The call ends when the caller hangs up (data channel message ``hangup``), the peer connection
    fails or closes, the worker sends ``SessionEvent.ended``, or the edge drains. The worker is
-   told with ``SessionControl.hangup`` unless it ended the call itself.
+   told with ``SessionControl.hangup`` unless it ended the call itself. After a caller hangup the
+   edge waits briefly for the worker's ``ended`` event and forwards it before closing.
 
 The subject contract is documented in ``docs/nats-subjects.md``.
 """
@@ -42,10 +43,10 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
 from voxmesh import audio, subjects
 from voxmesh.natsconn import connect_nats
 from voxmesh.v1 import common_pb2, session_pb2
-
 from voxmesh_edge.media import WEBRTC_RATE, FrameConverter, PacedAudioTrack
 from voxmesh_edge.settings import EdgeSettings
 
@@ -66,6 +67,9 @@ _MAX_BUFFER_S = 60
 _MAX_PENDING_EVENTS = 500
 #: How long a closing call waits for the last events to leave the data channel.
 _FLUSH_TIMEOUT_S = 1.0
+#: After the caller hangs up, how long the edge waits for the worker's ``ended`` event (the
+#: call summary) so it can still be forwarded to the caller.
+_ENDED_WAIT_S = 2.0
 _ICE_GATHER_TIMEOUT_S = 5.0
 
 
@@ -115,6 +119,7 @@ class AgentAudioTrack(PacedAudioTrack):
         self._turn_marks: deque[tuple[int, int]] = deque()  # (byte position, turn index)
         self._last_pushed_turn: int | None = None
         self._last_played_turn: int | None = None
+        self._cleared_turn: int | None = None
         self._starved = False
         self._max_bytes = _MAX_BUFFER_S * WEBRTC_RATE * 2
 
@@ -124,7 +129,12 @@ class AgentAudioTrack(PacedAudioTrack):
         return len(self._buffer) / 2 / WEBRTC_RATE * 1000
 
     def push(self, pcm16_16k: bytes, turn_index: int | None) -> None:
-        """Queues agent audio (PCM16 mono 16 kHz) of a turn."""
+        """Queues agent audio (PCM16 mono 16 kHz) of a turn.
+
+        Frames of a turn that was cleared (still in flight when the clear arrived) are dropped.
+        """
+        if turn_index is not None and turn_index == self._cleared_turn:
+            return
         if turn_index is not None and turn_index != self._last_pushed_turn:
             self._last_pushed_turn = turn_index
             self._turn_marks.append((self._written, turn_index))
@@ -135,9 +145,16 @@ class AgentAudioTrack(PacedAudioTrack):
         self._buffer.extend(pcm)
         self._written += len(pcm)
 
-    def clear(self) -> float:
-        """Drops all buffered agent audio now; returns how many milliseconds were dropped."""
+    def clear(self, turn_index: int = 0) -> float:
+        """Drops all buffered agent audio now; returns how many milliseconds were dropped.
+
+        Args:
+            turn_index: The turn being cleared (from ``ClearPlayout``); its late frames are
+                ignored too. 0 when unknown.
+        """
         dropped = self.buffered_ms
+        if turn_index:
+            self._cleared_turn = turn_index
         self._buffer.clear()
         self._consumed = self._written
         self._turn_marks.clear()
@@ -205,6 +222,8 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_events: list[str] = []
         self._closing = False
+        self._hanging_up = False
+        self._worker_ended = asyncio.Event()
         self._in_sequence = 0
         self._publish_failed = False
 
@@ -330,8 +349,9 @@ class Call:
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
-                if message == HANGUP_MESSAGE:
-                    self.request_close("caller_hangup")
+                if message == HANGUP_MESSAGE and not self._closing and not self._hanging_up:
+                    self._hanging_up = True
+                    self.edge.spawn(self._hangup_by_caller())
 
             @channel.on("open")
             def on_open() -> None:
@@ -404,7 +424,7 @@ class Call:
             log.warning("call %s: unreadable MediaControl", self.session_id)
             return
         if control.HasField("clear"):
-            dropped = self.track.clear()
+            dropped = self.track.clear(control.clear.turn_index)
             log.debug(
                 "call %s: clear (turn %d), dropped %.0f ms",
                 self.session_id,
@@ -426,7 +446,9 @@ class Call:
                 "call %s: fatal error from worker: %s", self.session_id, event.error.detail.reason
             )
         if event.HasField("ended"):
-            self.request_close("worker_ended", notify_worker=False, linger=True)
+            self._worker_ended.set()
+            if not self._hanging_up:  # else _hangup_by_caller closes the call
+                self.request_close("worker_ended", notify_worker=False, linger=True)
 
     def _send_event(self, text: str) -> None:
         channel = self.channel
@@ -450,6 +472,14 @@ class Call:
         await self._publish(subjects.control(self.session_id), control.SerializeToString())
 
     # --- teardown --------------------------------------------------------------------------
+
+    async def _hangup_by_caller(self) -> None:
+        """Tells the worker, forwards its ``ended`` event if it comes quickly, then closes."""
+        control = session_pb2.SessionControl(hangup=session_pb2.Hangup(reason="caller_hangup"))
+        await self._publish(subjects.control(self.session_id), control.SerializeToString())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._worker_ended.wait(), _ENDED_WAIT_S)
+        await self.close("caller_hangup", notify_worker=False, linger=True)
 
     def request_close(
         self, reason: str, *, notify_worker: bool = True, linger: bool = False

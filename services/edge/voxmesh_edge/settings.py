@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
 from voxmesh.config import CommonSettings
 
 
 class EdgeSettings(CommonSettings):
     """Settings of the WebRTC edge. Environment variables use the ``VOXMESH_EDGE_`` prefix.
 
-    ``log_level``, ``log_format`` and ``nats_url`` are inherited from
-    :class:`voxmesh.config.CommonSettings` and read with the same prefix
-    (e.g. ``VOXMESH_EDGE_NATS_URL``).
+    ``log_level``, ``log_format`` and ``nats_url`` come from
+    :class:`voxmesh.config.CommonSettings` (``VOXMESH_NATS_URL`` etc.).
     """
 
     model_config = SettingsConfigDict(env_prefix="VOXMESH_EDGE_", extra="ignore")

@@ -99,8 +99,15 @@ class GrpcApp:
 
 
 def run_app(app: GrpcApp) -> None:
-    """Runs a :class:`GrpcApp` on a fresh event loop (the entry point of a service process)."""
+    """Runs a :class:`GrpcApp` on a fresh event loop (the entry point of a service process).
+
+    A failure to start (NATS unreachable, model missing) ends the process with one clear line
+    and exit code 1, not a traceback.
+    """
     try:
         asyncio.run(app.run())
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside run()
         pass
+    except (ConnectionError, RuntimeError, OSError) as exc:
+        log.error("%s cannot start: %s", app.name, exc)
+        raise SystemExit(1) from None

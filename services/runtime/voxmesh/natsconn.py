@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-import nats
 from nats.aio.client import Client as NatsClient
 
 log = logging.getLogger("voxmesh.nats")
 
 
-async def connect_nats(url: str, name: str) -> NatsClient:
-    """Connects to NATS, retrying the first connect briefly, then reconnecting forever.
+async def connect_nats(url: str, name: str, first_connect_timeout_s: float = 15.0) -> NatsClient:
+    """Connects to NATS, retrying the first connect for a while, then reconnecting forever.
 
     Args:
         url: Server URL(s), comma separated.
         name: Client name shown in the server's monitoring.
+        first_connect_timeout_s: How long to keep trying before giving up at startup.
+
+    Raises:
+        ConnectionError: NATS could not be reached within ``first_connect_timeout_s``.
     """
 
+    client = NatsClient()
+    failures: list[Exception] = []
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error: %s", exc)
+        # Before the first connect succeeds every retry fails the same way; say it once.
+        if client.is_connected or not failures:
+            log.warning("nats error: %s", exc)
+        failures.append(exc)
 
     async def on_disconnected() -> None:
         log.warning("nats disconnected")
@@ -27,7 +37,7 @@ async def connect_nats(url: str, name: str) -> NatsClient:
     async def on_reconnected() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    connecting = client.connect(
         servers=url.split(","),
         name=name,
         connect_timeout=2,
@@ -38,3 +48,12 @@ async def connect_nats(url: str, name: str) -> NatsClient:
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
     )
+    try:
+        await asyncio.wait_for(connecting, timeout=first_connect_timeout_s)
+    except TimeoutError:
+        await client.close()
+        raise ConnectionError(
+            f"cannot reach NATS at {url} (tried for {first_connect_timeout_s:.0f}s); "
+            "set VOXMESH_NATS_URL or start nats-server"
+        ) from None
+    return client

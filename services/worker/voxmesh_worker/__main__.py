@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
@@ -14,7 +15,11 @@ def main() -> None:
     """Starts an agent worker."""
     settings = load_settings(WorkerSettings)
     setup_logging("worker", settings.log_level, settings.log_format)
-    asyncio.run(Worker(settings).run())
+    try:
+        asyncio.run(Worker(settings).run())
+    except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:
+        logging.getLogger("voxmesh.worker").error("worker cannot start: %s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

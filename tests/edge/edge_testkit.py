@@ -1,4 +1,4 @@
-"""Test double of the agent worker, and helpers shared by the edge tests.
+"""Test double of the agent worker (:class:`EchoWorker`) and helpers shared by the edge tests.
 
 :class:`EchoWorker` speaks the worker's side of the NATS contract in docs/nats-subjects.md: it
 accepts dispatch requests (queue group ``voxmesh-workers``) and, after each caller utterance,
@@ -9,20 +9,30 @@ time with the ``Voxmesh-Turn`` header. It is not the real worker (no STT/LLM/TTS
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
 from voxmesh import audio, subjects
 from voxmesh.v1 import common_pb2, session_pb2
 from voxmesh_edge.server import TURN_HEADER
 
 SPEECH_DBFS = -40.0
 END_OF_UTTERANCE_FRAMES = 15  # 300 ms of quiet ends an utterance
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def tone(freq_hz: float, seconds: float, amplitude: float = 0.3) -> bytes:
@@ -52,10 +62,13 @@ async def poll(condition: Callable[[], bool], within: float, what: str) -> None:
 class EchoSession:
     """The test double's side of one call."""
 
-    def __init__(self, nc: NatsClient, session_id: str, worker_id: str) -> None:
+    def __init__(
+        self, nc: NatsClient, session_id: str, worker_id: str, *, end_on_hangup: bool = True
+    ) -> None:
         self.nc = nc
         self.session_id = session_id
         self.worker_id = worker_id
+        self.end_on_hangup = end_on_hangup
         self.media_in: list[common_pb2.AudioChunk] = []
         self.controls: list[session_pb2.SessionControl] = []
         self.turn = 0
@@ -88,6 +101,13 @@ class EchoSession:
         control.ParseFromString(msg.data)
         self.controls.append(control)
         self._changed.set()
+        if control.HasField("hangup") and self.end_on_hangup:
+            # Like the real worker: a hangup ends the session with a summary event.
+            await self.send_event(
+                session_pb2.SessionEvent(
+                    ended=session_pb2.SessionEnded(reason="hangup", turns=self.turn)
+                )
+            )
 
     async def _on_media_in(self, msg: Msg) -> None:
         chunk = common_pb2.AudioChunk()
@@ -148,31 +168,40 @@ class EchoSession:
         event.at_ms = epoch_ms()
         await self.nc.publish(subjects.events(self.session_id), event.SerializeToString())
 
-    async def wait_control(self, kind: str, within: float = 5.0) -> session_pb2.SessionControl:
+    async def wait_control(
+        self, kind: str, within: float = 5.0, where: Callable[[Any], bool] | None = None
+    ) -> session_pb2.SessionControl:
+        """First SessionControl of ``kind`` (whose body matches ``where``, if given)."""
         deadline = time.monotonic() + within
         while True:
             for control in self.controls:
-                if control.WhichOneof("control") == kind:
+                if control.WhichOneof("control") == kind and (
+                    where is None or where(getattr(control, kind))
+                ):
                     return control
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 pytest.fail(f"no SessionControl.{kind} within {within} s")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
 
 class EchoWorker:
     """Test double of the agent worker: takes calls and echoes each caller utterance back."""
 
     def __init__(
-        self, nc: NatsClient, *, worker_id: str = "echo-worker", accept: bool = True
+        self,
+        nc: NatsClient,
+        *,
+        worker_id: str = "echo-worker",
+        accept: bool = True,
+        end_on_hangup: bool = True,
     ) -> None:
         self.nc = nc
         self.worker_id = worker_id
         self.accept = accept
+        self.end_on_hangup = end_on_hangup
         self.requests: list[session_pb2.DispatchRequest] = []
         self.sessions: dict[str, EchoSession] = {}
         self._sub: Subscription | None = None
@@ -202,7 +231,9 @@ class EchoWorker:
             )
             await msg.respond(reply.SerializeToString())
             return
-        session = EchoSession(self.nc, request.session_id, self.worker_id)
+        session = EchoSession(
+            self.nc, request.session_id, self.worker_id, end_on_hangup=self.end_on_hangup
+        )
         self.sessions[request.session_id] = session
         await session.start()
         reply = session_pb2.DispatchReply(accepted=True, worker_id=self.worker_id)
