@@ -71,7 +71,7 @@ async def test_page_shows_transcript_and_plays_agent_audio(
             await page.screenshot(path=str(screenshot), full_page=True)
             await page.click("#hangup")
             await page.wait_for_function(
-                "() => document.getElementById('status').textContent === 'Call ended'",
+                "() => document.getElementById('status').textContent.startsWith('Call ended')",
                 timeout=15_000)
         finally:
             await browser.close()

@@ -30,7 +30,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from voxmesh import audio
-from voxmesh_edge.media import FrameConverter, PacedAudioTrack
+from voxmesh_edge.media import (
+    DEFAULT_JITTER_FRAMES,
+    FrameConverter,
+    PacedAudioTrack,
+    set_audio_jitter_frames,
+)
 
 log = logging.getLogger("voxmesh.edge.client")
 
@@ -246,6 +251,9 @@ class WebRTCCaller:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
+                # Like a browser on a quiet link (its adaptive buffer stays near 20-40 ms), not
+                # aiortc's fixed 80 ms; the measured latency is then the platform's, not ours.
+                set_audio_jitter_frames(pc, track, DEFAULT_JITTER_FRAMES)
                 self._spawn(self._receive_audio(track))
 
         @pc.on("connectionstatechange")

@@ -9,6 +9,8 @@ from abc import abstractmethod
 
 import av
 import numpy as np
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voxmesh import audio
@@ -19,6 +21,27 @@ PTIME_S = audio.FRAME_MS / 1000
 WEBRTC_RATE = 48_000
 #: When the sender falls this far behind real time, it resynchronizes instead of bursting.
 _MAX_LAG_S = 0.2
+
+
+#: aiortc holds 4 audio frames (80 ms) before decoding. On loopback and LAN links jitter is a
+#: few milliseconds, so 2 frames is plenty, and it takes 40 ms off every turn in each direction.
+DEFAULT_JITTER_FRAMES = 2
+
+
+def set_audio_jitter_frames(pc: RTCPeerConnection, track: MediaStreamTrack, frames: int) -> bool:
+    """Sets how many audio frames aiortc buffers before decoding a received track.
+
+    aiortc has no public setting for this; the receiver's buffer is replaced before media flows
+    (call it from the ``track`` event). If aiortc's internals change, nothing happens and False
+    is returned, so the default buffering applies.
+    """
+    for receiver in pc.getReceivers():
+        if receiver.track is track and hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
+            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
+                capacity=16, prefetch=frames
+            )
+            return True
+    return False
 
 
 class PacedAudioTrack(MediaStreamTrack):

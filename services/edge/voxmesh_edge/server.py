@@ -47,7 +47,12 @@ from nats.aio.subscription import Subscription
 from voxmesh import audio, subjects
 from voxmesh.natsconn import connect_nats
 from voxmesh.v1 import common_pb2, session_pb2
-from voxmesh_edge.media import WEBRTC_RATE, FrameConverter, PacedAudioTrack
+from voxmesh_edge.media import (
+    WEBRTC_RATE,
+    FrameConverter,
+    PacedAudioTrack,
+    set_audio_jitter_frames,
+)
 from voxmesh_edge.settings import EdgeSettings
 
 log = logging.getLogger("voxmesh.edge")
@@ -339,6 +344,8 @@ class Call:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
+                if not set_audio_jitter_frames(pc, track, self.edge.settings.jitter_frames):
+                    log.warning("cannot tune aiortc's jitter buffer; using its default")
                 self._spawn(self._pump_caller_audio(track), "caller-audio")
 
         @pc.on("datachannel")

@@ -21,7 +21,6 @@ async def connect_nats(url: str, name: str, first_connect_timeout_s: float = 15.
     Raises:
         ConnectionError: NATS could not be reached within ``first_connect_timeout_s``.
     """
-
     client = NatsClient()
     failures: list[Exception] = []
 

@@ -46,7 +46,7 @@ class WorkerSettings(CommonSettings):
     #: A pause this long sends the utterance to STT speculatively.
     speculative_pause_ms: int = Field(default=160, ge=32)
     #: A pause this long ends the user's turn.
-    endpoint_silence_ms: int = Field(default=384, ge=64)
+    endpoint_silence_ms: int = Field(default=320, ge=64)
     #: Audio kept before detected speech onset, so the first syllable is not clipped.
     preroll_ms: int = Field(default=320, ge=0, le=2000)
     #: The first piece of an answer goes to TTS at a comma once it has this many words.

@@ -93,6 +93,10 @@ async def run_call(
                 turn.agent_audio_ms = len(answer) * 1000 // 32000
             except TimeoutError:
                 turn.error = "no agent audio"
+            else:
+                # A long pause between two sentences can look like the end of the answer; the
+                # worker's final agent_text (sent once playout is done) is the real end.
+                await _wait_turn_done(caller, index, answer_timeout_s)
             _collect_events(caller.events, turn)
             if text and turn.heard_by_agent:
                 turn.wer = round(word_error_rate(text, turn.heard_by_agent), 3)
@@ -106,6 +110,17 @@ async def run_call(
         ]
         await caller.hangup()
     return report
+
+
+async def _wait_turn_done(caller: Any, index: int, timeout_s: float) -> None:
+    def done(event: dict[str, Any]) -> bool:
+        metrics = event.get("turn_metrics")
+        return bool(metrics) and metrics.get("turn_index") == index
+
+    try:
+        await caller.wait_event(done, timeout=timeout_s)
+    except TimeoutError:
+        pass  # reported as missing stages; the turn still has its caller-side measurement
 
 
 def _collect_events(events: list[dict[str, Any]], turn: TurnReport) -> None:
