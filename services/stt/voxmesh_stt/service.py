@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import grpc
 
 from voxmesh.audio import StreamResampler, mulaw_decode
-from voxmesh.errors import InvalidInputError, OutOfOrderError, VoxmeshError, abort
+from voxmesh.duplex import END_OF_OUTPUT, read_config, serve_duplex
+from voxmesh.errors import InvalidInputError, VoxmeshError, abort
 from voxmesh.v1 import common_pb2, stt_pb2, stt_pb2_grpc
 from voxmesh_stt.providers.base import STTProvider
 from voxmesh_stt.settings import STTSettings
@@ -26,7 +27,6 @@ from voxmesh_stt.settings import STTSettings
 log = logging.getLogger("voxmesh.stt")
 
 PCM16_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
-_END = object()
 
 
 @dataclass
@@ -176,7 +176,20 @@ class RecognitionStream:
         self._interim_wanted = False
         self._epoch += 1
 
-    async def run_decoder(self) -> None:
+    def handle(self, request: stt_pb2.RecognizeRequest) -> None:
+        """Applies one audio or control message."""
+        kind = request.WhichOneof("request")
+        if kind == "audio":
+            self.push_audio(request.audio)
+        elif kind == "finalize":
+            self.finalize(request.finalize.request_id, request.finalize.speculative)
+        elif kind == "reset":
+            self.reset()
+        else:
+            raise InvalidInputError("empty RecognizeRequest", reason="EMPTY_REQUEST",
+                                    component="stt")
+
+    async def run(self) -> None:
         """Decodes finals and interims one at a time until the stream is closed."""
         language = self._config.language
         while True:
@@ -216,7 +229,7 @@ class RecognitionStream:
                         )
                     )
             if self._closing and not self._finals:
-                await self.output.put(_END)
+                await self.output.put(END_OF_OUTPUT)
                 return
 
 
@@ -235,14 +248,11 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     ) -> AsyncIterator[stt_pb2.RecognizeResponse]:
         """See ``stt.proto``."""
         requests = request_iterator.__aiter__()
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+        first = await read_config(
+            requests, context, config_field="config", stream_name="Recognize", component="stt"
+        )
+        if first is None:
             return
-        if first.WhichOneof("request") != "config":
-            await abort(context, OutOfOrderError(
-                "the first message of a Recognize stream must be a StreamConfig",
-                reason="CONFIG_REQUIRED", field="config", component="stt"))
         try:
             stream = RecognitionStream(self._provider, self._settings, first.config)
         except VoxmeshError as exc:
@@ -250,54 +260,8 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         yield stt_pb2.RecognizeResponse(
             ready=stt_pb2.RecognizerReady(provider=self._provider.name, model=self._provider.model)
         )
-        failure: list[VoxmeshError] = []
-        decoder = asyncio.create_task(stream.run_decoder(), name="stt-decoder")
-        reader = asyncio.create_task(self._read(requests, stream, failure), name="stt-reader")
-        try:
-            while True:
-                getter = asyncio.ensure_future(stream.output.get())
-                done, _ = await asyncio.wait({getter, decoder}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    decoder.result()  # re-raises the decoder's failure
-                    break
-                item = getter.result()
-                if item is _END:
-                    break
-                yield item  # type: ignore[misc]
-            if failure:
-                await abort(context, failure[0])
-        except VoxmeshError as exc:
-            await abort(context, exc)
-        finally:
-            reader.cancel()
-            decoder.cancel()
-            await asyncio.gather(reader, decoder, return_exceptions=True)
-
-    async def _read(
-        self,
-        requests: AsyncIterator[stt_pb2.RecognizeRequest],
-        stream: RecognitionStream,
-        failure: list[VoxmeshError],
-    ) -> None:
-        try:
-            async for request in requests:
-                kind = request.WhichOneof("request")
-                if kind == "audio":
-                    stream.push_audio(request.audio)
-                elif kind == "finalize":
-                    stream.finalize(request.finalize.request_id, request.finalize.speculative)
-                elif kind == "reset":
-                    stream.reset()
-                elif kind == "config":
-                    raise OutOfOrderError(
-                        "StreamConfig may only be sent once, as the first message",
-                        reason="CONFIG_ALREADY_SET", field="config", component="stt")
-                else:
-                    raise InvalidInputError(
-                        "empty RecognizeRequest", reason="EMPTY_REQUEST", component="stt")
-        except VoxmeshError as exc:
-            # Bad input ends the stream, but audio already accepted is still transcribed.
-            failure.append(exc)
-            log.info("stream rejected: %s (%s)", exc.reason, exc.message)
-        stream.close()
+        async for response in serve_duplex(
+            requests, stream, context, config_field="config", component="stt",
+            log_rejection=lambda e: log.info("stream rejected: %s (%s)", e.reason, e.message),
+        ):
+            yield response

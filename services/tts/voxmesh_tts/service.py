@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import grpc
 
 from voxmesh.audio import StreamResampler
-from voxmesh.errors import InvalidInputError, OutOfOrderError, VoxmeshError, abort
+from voxmesh.duplex import END_OF_OUTPUT, read_config, serve_duplex
+from voxmesh.errors import InvalidInputError, VoxmeshError, abort
 from voxmesh.text import SentenceAggregator
 from voxmesh.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 from voxmesh_tts.providers.base import TTSProvider
@@ -27,7 +28,6 @@ from voxmesh_tts.settings import TTSSettings
 log = logging.getLogger("voxmesh.tts")
 
 OUTPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
-_END = object()
 
 
 @dataclass
@@ -122,7 +122,20 @@ class SynthesisStream:
         self._queue.append(_Segment(text, self._epoch, time.perf_counter(), request_id))
         self._wake.set()
 
-    async def run_synthesizer(self) -> None:
+    def handle(self, request: tts_pb2.SynthesizeRequest) -> None:
+        """Applies one text or control message."""
+        kind = request.WhichOneof("request")
+        if kind == "text":
+            self.push_text(request.text.text)
+        elif kind == "flush":
+            self.flush(request.flush.request_id)
+        elif kind == "cancel":
+            self.cancel()
+        else:
+            raise InvalidInputError("empty SynthesizeRequest", reason="EMPTY_REQUEST",
+                                    component="tts")
+
+    async def run(self) -> None:
         """Synthesizes queued segments in order until input is closed and the queue is empty."""
         while True:
             await self._wake.wait()
@@ -131,7 +144,7 @@ class SynthesisStream:
                 segment = self._queue.popleft()
                 await self._speak(segment)
             if self._closing and not self._queue:
-                await self.output.put(_END)
+                await self.output.put(END_OF_OUTPUT)
                 return
 
     async def _speak(self, segment: _Segment) -> None:
@@ -202,14 +215,11 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         """See ``tts.proto``."""
         requests = request_iterator.__aiter__()
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+        first = await read_config(
+            requests, context, config_field="config", stream_name="Synthesize", component="tts"
+        )
+        if first is None:
             return
-        if first.WhichOneof("request") != "config":
-            await abort(context, OutOfOrderError(
-                "the first message of a Synthesize stream must be a SynthesisConfig",
-                reason="CONFIG_REQUIRED", field="config", component="tts"))
         try:
             stream = SynthesisStream(self._provider, self._settings, first.config)
         except VoxmeshError as exc:
@@ -220,55 +230,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 voice=first.config.voice or self._provider.default_voice,
             )
         )
-        failure: list[VoxmeshError] = []
-        synthesizer = asyncio.create_task(stream.run_synthesizer(), name="tts-synthesizer")
-        reader = asyncio.create_task(self._read(requests, stream, failure), name="tts-reader")
-        try:
-            while True:
-                getter = asyncio.ensure_future(stream.output.get())
-                done, _ = await asyncio.wait(
-                    {getter, synthesizer}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
-                    synthesizer.result()
-                    break
-                item = getter.result()
-                if item is _END:
-                    break
-                yield item  # type: ignore[misc]
-            if failure:
-                await abort(context, failure[0])
-        except VoxmeshError as exc:
-            await abort(context, exc)
-        finally:
-            reader.cancel()
-            synthesizer.cancel()
-            await asyncio.gather(reader, synthesizer, return_exceptions=True)
-
-    async def _read(
-        self,
-        requests: AsyncIterator[tts_pb2.SynthesizeRequest],
-        stream: SynthesisStream,
-        failure: list[VoxmeshError],
-    ) -> None:
-        try:
-            async for request in requests:
-                kind = request.WhichOneof("request")
-                if kind == "text":
-                    stream.push_text(request.text.text)
-                elif kind == "flush":
-                    stream.flush(request.flush.request_id)
-                elif kind == "cancel":
-                    stream.cancel()
-                elif kind == "config":
-                    raise OutOfOrderError(
-                        "SynthesisConfig may only be sent once, as the first message",
-                        reason="CONFIG_ALREADY_SET", field="config", component="tts")
-                else:
-                    raise InvalidInputError(
-                        "empty SynthesizeRequest", reason="EMPTY_REQUEST", component="tts")
-        except VoxmeshError as exc:
-            failure.append(exc)
-            log.info("stream rejected: %s (%s)", exc.reason, exc.message)
-        stream.close()
+        async for response in serve_duplex(
+            requests, stream, context, config_field="config", component="tts",
+            log_rejection=lambda e: log.info("stream rejected: %s (%s)", e.reason, e.message),
+        ):
+            yield response

@@ -114,8 +114,8 @@ async def run_call(
 
 async def _wait_turn_done(caller: Any, index: int, timeout_s: float) -> None:
     def done(event: dict[str, Any]) -> bool:
-        metrics = event.get("turn_metrics")
-        return bool(metrics) and metrics.get("turn_index") == index
+        metrics = event.get("turn_metrics") or {}
+        return bool(metrics.get("turn_index") == index)
 
     try:
         await caller.wait_event(done, timeout=timeout_s)
