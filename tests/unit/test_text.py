@@ -36,7 +36,9 @@ def test_long_text_without_punctuation_is_cut_at_a_word() -> None:
 
 @pytest.mark.parametrize(
     ("ref", "hyp", "wer"),
-    [("Hello, world!", "hello world", 0.0), ("a b c d", "a x c", 0.5), ("a", "", 1.0)],
+    [("Hello, world!", "hello world", 0.0), ("a b c d", "a x c", 0.5), ("a", "", 1.0),
+     ("What is two plus two?", "What is 2 plus 2?", 0.0),
+     ("order four five six seven", "Order 4567.", 0.0), ("forty two", "42", 0.0)],
 )
 def test_word_error_rate(ref: str, hyp: str, wer: float) -> None:
     assert word_error_rate(ref, hyp) == pytest.approx(wer)

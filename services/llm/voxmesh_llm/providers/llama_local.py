@@ -1,4 +1,4 @@
-"""Local llama.cpp with Qwen2.5 0.5B Instruct (Q4 GGUF assembled from its PyPI chunks)."""
+"""Local llama.cpp with Qwen2.5-Coder 0.5B Instruct (Q4 GGUF assembled from its PyPI chunks)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class LlamaLocalLLM(LLMProvider):
     """
 
     name = "llama-local"
-    model = "qwen2.5-0.5b-instruct-q4"
+    model = "qwen2.5-coder-0.5b-instruct-q4"
 
     def __init__(self, *, context_window: int, cpu_threads: int, warm_system_prompt: str) -> None:
         """Creates the provider; the model loads in :meth:`load`."""

