@@ -62,3 +62,15 @@ def test_framer_cuts_exact_frames_and_pads_the_rest() -> None:
 def test_rms_dbfs() -> None:
     assert rms_dbfs(b"\0\0" * 100) == float("-inf")
     assert -10 < rms_dbfs(_tone(16000)) < -8  # 0.5 amplitude sine: -9 dBFS
+
+
+def test_low_latency_resampler_returns_whole_frames_from_the_first_chunk() -> None:
+    resampler = StreamResampler(16000, 48000, low_latency=True)
+    tone = _tone(16000, seconds=0.2)
+    sizes = [len(resampler.push(tone[i:i + 640])) for i in range(0, len(tone), 640)]
+    assert sizes == [1920] * 10  # 20 ms in, 20 ms out: no frame waits for the next chunk
+
+
+def test_low_latency_refuses_downsampling() -> None:
+    with pytest.raises(ValueError, match="upsampling"):
+        StreamResampler(48000, 16000, low_latency=True)

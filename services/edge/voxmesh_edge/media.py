@@ -113,13 +113,21 @@ class FrameConverter:
     def __init__(self) -> None:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=audio.INTERNAL_RATE)
         self._framer = audio.Framer(audio.FRAME_BYTES)
+        self._primed = False
 
     def push(self, frame: av.AudioFrame) -> list[bytes]:
         """Converts one decoded frame; returns every complete 640-byte frame now available."""
         # Timestamps of received audio jump after packet loss; the resampler only needs samples.
         frame.pts = None
         frames: list[bytes] = []
+        expected = frame.samples * audio.INTERNAL_RATE // frame.sample_rate
         for out in self._resampler.resample(frame):
             pcm = np.ascontiguousarray(out.to_ndarray()[0], dtype="<i2").tobytes()
+            if not self._primed:
+                # The resampler's filter holds back a few samples of the first frame. Paying
+                # that once as leading silence keeps every later 20 ms frame complete on
+                # arrival; otherwise each would wait for the next packet (+20 ms per turn).
+                self._primed = True
+                pcm = bytes(max(0, expected * 2 - len(pcm))) + pcm
             frames.extend(self._framer.push(pcm))
         return frames

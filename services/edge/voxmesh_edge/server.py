@@ -117,7 +117,9 @@ class AgentAudioTrack(PacedAudioTrack):
     def __init__(self, on_playout_started: Callable[[int], Awaitable[None]] | None = None) -> None:
         super().__init__(WEBRTC_RATE)
         self._on_playout_started = on_playout_started
-        self._resampler = audio.StreamResampler(audio.INTERNAL_RATE, WEBRTC_RATE)
+        self._resampler = audio.StreamResampler(
+            audio.INTERNAL_RATE, WEBRTC_RATE, low_latency=True
+        )
         self._buffer = bytearray()
         self._written = 0  # bytes ever appended to the buffer
         self._consumed = 0  # bytes ever taken from (or dropped from) the buffer
@@ -164,7 +166,9 @@ class AgentAudioTrack(PacedAudioTrack):
         self._consumed = self._written
         self._turn_marks.clear()
         # Forget the filter state too, so no tail of the old turn leaks into the next one.
-        self._resampler = audio.StreamResampler(audio.INTERNAL_RATE, WEBRTC_RATE)
+        self._resampler = audio.StreamResampler(
+            audio.INTERNAL_RATE, WEBRTC_RATE, low_latency=True
+        )
         self._starved = False
         return dropped
 

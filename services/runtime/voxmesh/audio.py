@@ -36,23 +36,39 @@ def rms_dbfs(pcm: bytes) -> float:
 
 
 class StreamResampler:
-    """Streaming PCM16 mono resampler; keeps filter state across chunks (no clicks at seams)."""
+    """Streaming PCM16 mono resampler (soxr); keeps filter state across chunks.
 
-    def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ") -> None:
+    With ``low_latency`` (for 20 ms real-time paths) it uses soxr's ``QQ`` recipe, which
+    returns exactly N ms of output for N ms of input on every chunk after a fixed delay of a
+    few samples, and pays that delay once as leading silence. The ``HQ`` recipe holds 20-40 ms
+    and releases output every other chunk, which would add a frame of delay at each step. Use
+    ``low_latency`` for upsampling only: ``QQ`` has no anti-aliasing filter.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, *, low_latency: bool = False) -> None:
         """Creates a resampler from ``in_rate`` to ``out_rate`` Hz."""
+        if low_latency and out_rate < in_rate:
+            raise ValueError("low_latency resampling is for upsampling (QQ does not filter)")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._passthrough = in_rate == out_rate
+        quality = "QQ" if low_latency else "HQ"
         self._stream = (
-            None if self._passthrough else soxr.ResampleStream(in_rate, out_rate, 1, "int16", quality)
+            None if in_rate == out_rate
+            else soxr.ResampleStream(in_rate, out_rate, 1, "int16", quality)
         )
+        self._prime = low_latency
 
     def push(self, pcm: bytes, last: bool = False) -> bytes:
         """Resamples a chunk; set ``last`` on the final chunk to flush the filter."""
         if self._stream is None:
             return pcm
         samples = np.frombuffer(pcm, dtype="<i2")
-        return self._stream.resample_chunk(samples, last=last).astype("<i2").tobytes()
+        out = self._stream.resample_chunk(samples, last=last).astype("<i2")
+        if self._prime:
+            self._prime = False
+            expected = len(samples) * self.out_rate // self.in_rate
+            out = np.concatenate([np.zeros(max(0, expected - len(out)), dtype="<i2"), out])
+        return out.tobytes()
 
 
 def resample(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
