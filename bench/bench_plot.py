@@ -51,7 +51,7 @@ def write_latency_svg(path: Path, section: dict[str, Any]) -> None:
     parts.append(f'<text x="{left}" y="{y - 10}" font-weight="bold">Median stage times '
                  '(from the end of caller speech)</text>')
     end = max([1.0, *[float(v) for v in stages.values()]])
-    px = (width - left - 160) / end
+    px = (width - left - 200) / end
     endpoint = float(stages.get("endpointing_ms", 0))
     rows = [
         ("endpointing", 0.0, endpoint, "endpointing_ms"),

@@ -58,7 +58,49 @@ def _stats(values: list[float]) -> dict[str, float]:
             "p95_ms": round(percentile(values, 95), 1)} if values else {}
 
 
-async def _bench(turns: int, turns_per_call: int) -> dict[str, object]:
+async def _barge_in_trials(stack: Stack, voice: CallerVoice, trials: int) -> list[float]:
+    """Caller starts talking while the agent speaks; time until the agent's audio stops.
+
+    Measured at the caller: from the first sample of the interruption sent to the first
+    received frame of the silence that follows (over WebRTC, through the edge and the worker).
+    """
+    from voxmesh_edge.client import WebRTCCaller
+
+    results: list[float] = []
+    question = voice.speak("Please tell me a long story about a dragon and a village.")
+    interruption = voice.speak("Wait, stop.")
+    for trial in range(trials):
+        caller = WebRTCCaller(stack.edge_url)
+        await caller.connect()
+        try:
+            await caller.play(question)
+            await caller.wait_event(
+                lambda e: e.get("agent_state", {}).get("state") == "STATE_SPEAKING", timeout=40)
+            await asyncio.sleep(1.0)
+            # Interrupt mid-word, not in a pause between sentences (that would measure ~0).
+            for _ in range(100):
+                frames = caller.agent_audio
+                if len(frames) and frames.level_dbfs(len(frames) - 1) > -35:
+                    break
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            await caller.play(interruption)
+            await caller.wait_event(
+                lambda e: e.get("agent_text", {}).get("interrupted", False), timeout=15)
+            await asyncio.sleep(0.5)
+            # A natural pause between two sentences is shorter than the silence a barge-in leaves
+            # (the caller talks, then the next answer needs its own turn), so look for 1 s.
+            stopped = caller.agent_audio.first_silence_after(started, quiet_ms=1000)
+            if stopped is not None:
+                results.append(round((stopped - started) * 1000, 1))
+                print(f"  barge-in {trial + 1}/{trials}: audio stopped after "
+                      f"{results[-1]:.0f} ms", file=sys.stderr)
+        finally:
+            await caller.hangup()
+    return results
+
+
+async def _bench(turns: int, turns_per_call: int, barge_in_trials: int) -> dict[str, object]:
     voice = CallerVoice(Path(".voxmesh/cache/caller"))
     with tempfile.TemporaryDirectory(prefix="voxmesh-bench-") as state:
         stack = Stack(state_dir=Path(state), ports=Ports.free())
@@ -87,6 +129,7 @@ async def _bench(turns: int, turns_per_call: int) -> dict[str, object]:
                     print(f"  turn {done:>3}/{turns}  voice-to-voice {turn.voice_to_voice_ms:6.0f}"
                           f" ms   running p50 {p50:5.0f} ms", file=sys.stderr)
                 call_index += 1
+            barge_in = await _barge_in_trials(stack, voice, trials=barge_in_trials)
         finally:
             await stack.stop()
     return {
@@ -104,6 +147,12 @@ async def _bench(turns: int, turns_per_call: int) -> dict[str, object]:
             "samples_ms": caller_v2v,
         },
         "endpointing": _stats(stages["endpointing_ms"]),
+        "barge_in": {
+            **_stats(barge_in),
+            "trials": len(barge_in),
+            "measured_at": "caller: first sample of the interruption sent -> agent audio silent",
+            "samples_ms": barge_in,
+        },
     }
 
 
@@ -112,9 +161,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--turns-per-call", type=int, default=4)
+    parser.add_argument("--barge-in-trials", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args()
-    results = asyncio.run(_bench(args.turns, args.turns_per_call))
+    results = asyncio.run(_bench(args.turns, args.turns_per_call, args.barge_in_trials))
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
     existing.update(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,6 @@ from voxmesh_edge.client import WebRTCCaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-LOUD_DBFS = -45.0
-
-
 async def test_caller_interrupts_a_long_answer(stack: Stack, caller_voice: CallerVoice) -> None:
     caller = WebRTCCaller(stack.edge_url)
     await caller.connect()
@@ -37,7 +34,7 @@ async def test_caller_interrupts_a_long_answer(stack: Stack, caller_voice: Calle
 
         # The agent's audio stopped soon after the caller started talking. (An answer to the
         # interruption may follow; the barge-in shows as the first stretch of silence.)
-        stop_at = _first_quiet_run(caller, speak_started)
+        stop_at = caller.agent_audio.first_silence_after(speak_started, quiet_ms=1000)
         assert stop_at is not None, "agent audio never stopped"
         assert stop_at - speak_started < 1.5, f"audio stopped {stop_at - speak_started:.2f}s late"
 
@@ -54,18 +51,3 @@ async def test_caller_interrupts_a_long_answer(stack: Stack, caller_voice: Calle
     finally:
         await caller.hangup()
 
-
-def _first_quiet_run(caller: WebRTCCaller, after: float, frames_needed: int = 10) -> float | None:
-    """Receive time of the first frame of the first 200 ms of silence after ``after``."""
-    run_start, run = None, 0
-    for index, (received, _) in enumerate(caller.agent_audio.frames):
-        if received <= after:
-            continue
-        if caller.agent_audio.level_dbfs(index) <= LOUD_DBFS:
-            run_start = received if run == 0 else run_start
-            run += 1
-            if run >= frames_needed:
-                return run_start
-        else:
-            run = 0
-    return None

@@ -128,6 +128,28 @@ class AgentAudio:
             if (start is None or at >= start) and (end is None or at <= end)
         )
 
+    def first_silence_after(
+        self, after: float, quiet_ms: int = 200, threshold_dbfs: float = DEFAULT_THRESHOLD_DBFS
+    ) -> float | None:
+        """Receive time of the first frame of the first ``quiet_ms`` of silence after ``after``.
+
+        Measures barge-in at the caller: when the agent's audio stopped once the caller spoke.
+        """
+        needed = max(1, quiet_ms // audio.FRAME_MS)
+        run_start, run = 0.0, 0
+        for index, (received, _) in enumerate(self.frames):
+            if received <= after:
+                continue
+            if self._levels[index] <= threshold_dbfs:
+                if run == 0:
+                    run_start = received
+                run += 1
+                if run >= needed:
+                    return run_start
+            else:
+                run = 0
+        return None
+
     @property
     def duration_s(self) -> float:
         """Seconds of audio received in total."""
