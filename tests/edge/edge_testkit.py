@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,17 +21,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from voxmesh import audio, subjects
+from voxmesh.cli.stack import free_port
 from voxmesh.v1 import common_pb2, session_pb2
 from voxmesh_edge.server import TURN_HEADER
 
 SPEECH_DBFS = -40.0
 END_OF_UTTERANCE_FRAMES = 15  # 300 ms of quiet ends an utterance
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tone(freq_hz: float, seconds: float, amplitude: float = 0.3) -> bytes:

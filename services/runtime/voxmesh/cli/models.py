@@ -56,7 +56,7 @@ def install_and_verify(install: bool = True) -> int:
     step(f"LLM file: {path} ({path.stat().st_size / 1e6:.0f} MB, GGUF magic ok)")
 
     checks = [("whisper tiny.en", _check_whisper), ("piper joe-medium", _check_piper),
-              ("silero vad", _check_vad), ("qwen2.5 0.5b", _check_llm)]
+              ("silero vad", _check_vad), ("qwen2.5-coder 0.5b", _check_llm)]
     failed = 0
     for name, check in checks:
         started = time.perf_counter()
