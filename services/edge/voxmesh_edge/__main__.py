@@ -6,6 +6,7 @@ import asyncio
 
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
+from voxmesh.telemetry import setup_tracing, shutdown_tracing
 from voxmesh_edge.server import serve
 from voxmesh_edge.settings import EdgeSettings
 
@@ -14,7 +15,11 @@ def main() -> None:
     """Starts the WebRTC edge and runs it until SIGTERM/SIGINT."""
     settings = load_settings(EdgeSettings)
     setup_logging("edge", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    setup_tracing("edge")
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry.trace import SpanKind
 
 from voxmesh import audio, subjects
 from voxmesh.natsconn import connect_nats
+from voxmesh.telemetry import extract, tracer
 from voxmesh.v1 import common_pb2, session_pb2
 from voxmesh_edge.media import (
     WEBRTC_RATE,
@@ -54,6 +56,8 @@ from voxmesh_edge.media import (
     set_audio_jitter_frames,
 )
 from voxmesh_edge.settings import EdgeSettings
+
+_tracer = tracer("edge")
 
 log = logging.getLogger("voxmesh.edge")
 
@@ -235,6 +239,8 @@ class Call:
         self._worker_ended = asyncio.Event()
         self._in_sequence = 0
         self._publish_failed = False
+        #: Trace context sent by the worker with the first frame of each turn.
+        self._turn_traces: dict[int, dict[str, str]] = {}
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -425,7 +431,10 @@ class Call:
         if len(chunk.data) % 2:
             log.warning("call %s: odd-sized PCM16 chunk on media.out", self.session_id)
             return
-        self.track.push(chunk.data, _turn_of(msg))
+        turn_index = _turn_of(msg)
+        if turn_index is not None and msg.headers and "traceparent" in msg.headers:
+            self._turn_traces[turn_index] = dict(msg.headers)
+        self.track.push(chunk.data, turn_index)
 
     async def _on_media_control(self, msg: Msg) -> None:
         control = session_pb2.MediaControl()
@@ -477,6 +486,14 @@ class Call:
             channel.send(text)
 
     async def _report_playout_started(self, turn_index: int) -> None:
+        carrier = self._turn_traces.pop(turn_index, None)
+        if carrier is not None:
+            # A zero-length span marks when the answer's first packet left the edge.
+            _tracer.start_span(
+                "edge.first_packet", context=extract(carrier), kind=SpanKind.PRODUCER,
+                attributes={"voxmesh.session.id": self.session_id,
+                            "voxmesh.turn.index": turn_index},
+            ).end()
         control = session_pb2.SessionControl(
             playout_started=session_pb2.PlayoutStarted(turn_index=turn_index, at_ms=epoch_ms())
         )

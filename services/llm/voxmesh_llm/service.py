@@ -7,14 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.telemetry import extract, tracer
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_llm.context_store import ContextStore, StoredMessage, validate_session_id
 from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
 from voxmesh_llm.settings import LLMSettings
 
 log = logging.getLogger("voxmesh.llm")
+_tracer = tracer("llm")
 
 _FINISH = {
     "stop": llm_pb2.GenerationDone.FINISH_REASON_STOP,
@@ -65,6 +68,12 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             )
         except VoxmeshError as exc:
             await abort(context, exc)
+        span = _tracer.start_span(
+            "llm.generate", context=extract(context.invocation_metadata()), kind=SpanKind.SERVER,
+            attributes={"voxmesh.session.id": session_id, "voxmesh.turn.index": turn_index,
+                        "voxmesh.llm.provider": self._provider.name,
+                        "voxmesh.llm.model": self._provider.model,
+                        "voxmesh.llm.history_messages": len(history)})
         system = request.system_prompt or self._settings.warm_system_prompt
         messages = [ChatMessage("system", system)]
         messages += [ChatMessage(m.role, m.content) for m in history]
@@ -91,8 +100,16 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 )
             )
         except VoxmeshError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.reason))
             await abort(context, exc)
         finally:
+            span.set_attributes({
+                "voxmesh.llm.first_token_ms": completion.first_token_ms,
+                "voxmesh.llm.prompt_tokens": completion.prompt_tokens,
+                "voxmesh.llm.completion_tokens": completion.completion_tokens,
+                "voxmesh.llm.finish_reason": completion.finish_reason if finished else "cancelled",
+            })
+            span.end()
             # Store what was generated, even when the client went away mid-answer (barge-in);
             # the worker replaces it with the heard text through CommitHeard.
             text = completion.text.strip()

@@ -13,18 +13,21 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from voxmesh.audio import StreamResampler, mulaw_decode
 from voxmesh.duplex import END_OF_OUTPUT, read_config, serve_duplex
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.telemetry import extract, tracer
 from voxmesh.v1 import common_pb2, stt_pb2, stt_pb2_grpc
 from voxmesh_stt.providers.base import STTProvider
 from voxmesh_stt.settings import STTSettings
 
 log = logging.getLogger("voxmesh.stt")
+_tracer = tracer("stt")
 
 PCM16_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
 
@@ -35,6 +38,8 @@ class _FinalJob:
     audio: bytes
     start_ms: int
     end_ms: int
+    speculative: bool = False
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class RecognitionStream:
@@ -145,14 +150,20 @@ class RecognitionStream:
             self._interim_wanted = True
             self._wake.set()
 
-    def finalize(self, request_id: str, speculative: bool = False) -> None:
+    def finalize(
+        self,
+        request_id: str,
+        speculative: bool = False,
+        trace_context: dict[str, str] | None = None,
+    ) -> None:
         """Queues a final for the audio buffered since the previous final.
 
         A speculative final keeps the audio buffered, so a later final covers it again.
         """
         end_ms = int(self._position_ms)
         self._finals.append(
-            _FinalJob(request_id, bytes(self._utterance), self._utterance_start_ms, end_ms)
+            _FinalJob(request_id, bytes(self._utterance), self._utterance_start_ms, end_ms,
+                      speculative, dict(trace_context or {}))
         )
         if not speculative:
             self._start_new_utterance(end_ms)
@@ -182,7 +193,8 @@ class RecognitionStream:
         if kind == "audio":
             self.push_audio(request.audio)
         elif kind == "finalize":
-            self.finalize(request.finalize.request_id, request.finalize.speculative)
+            finalize = request.finalize
+            self.finalize(finalize.request_id, finalize.speculative, dict(finalize.trace_context))
         elif kind == "reset":
             self.reset()
         else:
@@ -197,7 +209,15 @@ class RecognitionStream:
             self._wake.clear()
             while self._finals:
                 job = self._finals.popleft()
-                result = await self._provider.transcribe(job.audio, language)
+                with _tracer.start_as_current_span(
+                    "stt.transcribe", context=extract(job.trace_context), kind=SpanKind.SERVER,
+                    attributes={"voxmesh.stt.provider": self._provider.name,
+                                "voxmesh.stt.audio_ms": job.end_ms - job.start_ms,
+                                "voxmesh.stt.speculative": job.speculative},
+                ) as span:
+                    result = await self._provider.transcribe(job.audio, language)
+                    span.set_attribute("voxmesh.stt.processing_ms", result.processing_ms)
+                    span.set_attribute("voxmesh.stt.empty", not result.text)
                 await self.output.put(
                     stt_pb2.RecognizeResponse(
                         transcript=stt_pb2.Transcript(

@@ -16,16 +16,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from voxmesh.audio import StreamResampler
 from voxmesh.duplex import END_OF_OUTPUT, read_config, serve_duplex
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.telemetry import extract, tracer
 from voxmesh.text import SentenceAggregator
 from voxmesh.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 from voxmesh_tts.providers.base import TTSProvider
 from voxmesh_tts.settings import TTSSettings
 
 log = logging.getLogger("voxmesh.tts")
+_tracer = tracer("tts")
 
 OUTPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
 
@@ -148,6 +151,16 @@ class SynthesisStream:
                 return
 
     async def _speak(self, segment: _Segment) -> None:
+        with _tracer.start_as_current_span(
+            "tts.segment", attributes={"voxmesh.tts.segment_index": self._segment_index,
+                                       "voxmesh.tts.chars": len(segment.text)},
+        ) as span:
+            audio_ms, first_audio_ms = await self._speak_segment(segment)
+            span.set_attribute("voxmesh.tts.audio_ms", audio_ms)
+            span.set_attribute("voxmesh.tts.first_audio_ms", first_audio_ms)
+            span.set_attribute("voxmesh.tts.cancelled", segment.epoch != self._epoch)
+
+    async def _speak_segment(self, segment: _Segment) -> tuple[int, int]:
         index = self._segment_index
         self._segment_index += 1
         resampler = StreamResampler(self._provider.sample_rate, self._out_rate)
@@ -161,7 +174,7 @@ class SynthesisStream:
             speaking_rate=self._config.speaking_rate or 1.0,
         ):
             if segment.epoch != self._epoch:
-                return  # cancelled while synthesizing
+                return audio_ms, max(first_audio_ms, 0)  # cancelled while synthesizing
             if first_audio_ms < 0:
                 first_audio_ms = int((time.perf_counter() - segment.ready_at) * 1000)
             pcm = resampler.push(piece.pcm16, last=True)
@@ -198,6 +211,7 @@ class SynthesisStream:
                     )
                 )
             )
+        return audio_ms, max(first_audio_ms, 0)
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
@@ -230,8 +244,15 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 voice=first.config.voice or self._provider.default_voice,
             )
         )
-        async for response in serve_duplex(
-            requests, stream, context, config_field="config", component="tts",
-            log_rejection=lambda e: log.info("stream rejected: %s (%s)", e.reason, e.message),
+        with _tracer.start_as_current_span(
+            "tts.synthesize", context=extract(context.invocation_metadata()),
+            kind=SpanKind.SERVER,
+            attributes={"voxmesh.tts.provider": self._provider.name,
+                        "voxmesh.session.id": first.config.turn.session_id,
+                        "voxmesh.turn.index": first.config.turn.turn_index},
         ):
-            yield response
+            async for response in serve_duplex(
+                requests, stream, context, config_field="config", component="tts",
+                log_rejection=lambda e: log.info("stream rejected: %s (%s)", e.reason, e.message),
+            ):
+                yield response

@@ -7,6 +7,7 @@ import logging
 
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
+from voxmesh.telemetry import setup_tracing, shutdown_tracing
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.worker import Worker
 
@@ -15,11 +16,14 @@ def main() -> None:
     """Starts an agent worker."""
     settings = load_settings(WorkerSettings)
     setup_logging("worker", settings.log_level, settings.log_format)
+    setup_tracing("worker")
     try:
         asyncio.run(Worker(settings).run())
     except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:
         logging.getLogger("voxmesh.worker").error("worker cannot start: %s", exc)
         raise SystemExit(1) from None
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ class Playout:
         self._drained.set()
         self._published_ms: dict[int, int] = {}
         self._sequence = 0
+        self._trace_headers: dict[int, dict[str, str]] = {}
+
+    def set_trace_headers(self, turn_index: int, headers: dict[str, str]) -> None:
+        """Trace context sent with a turn's first frame, so the edge joins the turn's trace."""
+        self._trace_headers[turn_index] = headers
 
     def enqueue(self, turn_index: int, pcm16: bytes) -> None:
         """Queues agent audio (PCM16 16 kHz mono) of a turn."""
@@ -112,11 +117,10 @@ class Playout:
             self._sequence += 1
             first = turn_index not in self._published_ms
             self._published_ms[turn_index] = self._published_ms.get(turn_index, 0) + FRAME_MS
-            await self._nc.publish(
-                self._subject,
-                chunk.SerializeToString(),
-                headers={TURN_HEADER: str(turn_index)},
-            )
+            headers = {TURN_HEADER: str(turn_index)}
+            if first:
+                headers.update(self._trace_headers.pop(turn_index, {}))
+            await self._nc.publish(self._subject, chunk.SerializeToString(), headers=headers)
             if first:
                 self._on_first_frame(turn_index)
             due += FRAME_MS / 1000

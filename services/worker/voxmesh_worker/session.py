@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from opentelemetry.trace import Span, SpanKind
 
 from voxmesh import subjects
 from voxmesh.audio import FRAME_MS
@@ -31,6 +32,7 @@ from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2, tts_pb2
 from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.playout import Playout
 from voxmesh_worker.settings import WorkerSettings
+from voxmesh_worker.turn_trace import TurnTrace, start_session_span
 from voxmesh_worker.turns import TurnDetector, TurnSignal
 from voxmesh_worker.vad import SileroVAD
 
@@ -70,6 +72,12 @@ class Turn:
     audio_ms: int = 0
     generated: str = ""
     first_sentence_at: float = 0.0
+    trace: TurnTrace | None = None
+    playout_span: Span | None = None
+
+
+_STAGE_FIELDS = ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "first_sentence_ms",
+                 "tts_first_audio_ms", "edge_first_packet_ms")
 
 
 class ServiceCallError(Exception):
@@ -123,6 +131,9 @@ class CallSession:
         #: Final requested at the latest pause; it covers all of the utterance so far.
         self._speculative: asyncio.Future[str] | None = None
         self._recent_probabilities: deque[float] = deque(maxlen=8)
+        self._session_span: Span | None = None
+        #: Trace of the user turn in progress (from speech onset until its answer is started).
+        self._pending_trace: TurnTrace | None = None
         self._preroll: deque[bytes] = deque(maxlen=max(1, settings.preroll_ms // FRAME_MS))
         self._stt_sequence = 0
         self._last_speech = 0.0
@@ -155,6 +166,8 @@ class CallSession:
 
     async def run(self) -> str:
         """Drives the call until hangup, a fatal error or :meth:`end`; returns the reason."""
+        self._session_span = start_session_span(
+            self.session_id, self._settings.agent, self._settings.worker_id)
         await self._emit(started=session_pb2.SessionStarted(
             worker_id=self._settings.worker_id, agent=self._settings.agent))
         await self._set_state(State.STATE_LISTENING)
@@ -191,6 +204,13 @@ class CallSession:
             pass  # no stored context (no turn happened) or the service is gone: nothing to do
         await self._emit(ended=session_pb2.SessionEnded(
             reason=self._end_reason, turns=self._turn_index))
+        if self._pending_trace is not None:
+            self._pending_trace.finish(turn_index=0, interrupted=False, discarded=True,
+                                       voice_to_voice_ms=0, metrics={})
+        if self._session_span is not None:
+            self._session_span.set_attributes({"voxmesh.session.turns": self._turn_index,
+                                               "voxmesh.session.end_reason": self._end_reason})
+            self._session_span.end()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{self.session_id[:8]}-{name}")
@@ -281,7 +301,15 @@ class CallSession:
         self._stt_sequence += 1
         await self._stt_requests.put(stt_pb2.RecognizeRequest(audio=chunk))
 
+    def _user_turn_trace(self) -> TurnTrace:
+        if self._pending_trace is None:
+            assert self._session_span is not None
+            onset = time.time() - self._settings.min_speech_ms / 1000
+            self._pending_trace = TurnTrace(self._session_span, self.session_id, onset)
+        return self._pending_trace
+
     async def _on_speech_started(self) -> None:
+        self._user_turn_trace()
         # The pre-roll holds the onset the VAD needed min_speech_ms to be sure about.
         while self._preroll:
             await self._send_audio(self._preroll.popleft())
@@ -293,8 +321,12 @@ class CallSession:
         request_id = uuid.uuid4().hex[:12]
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._finals[request_id] = future
-        await self._stt_requests.put(stt_pb2.RecognizeRequest(
-            finalize=stt_pb2.Finalize(request_id=request_id, speculative=speculative)))
+        span = self._user_turn_trace().child(
+            "stt", kind=SpanKind.CLIENT, **{"voxmesh.stt.speculative": speculative})
+        future.add_done_callback(lambda _: span.end())
+        await self._stt_requests.put(stt_pb2.RecognizeRequest(finalize=stt_pb2.Finalize(
+            request_id=request_id, speculative=speculative,
+            trace_context=TurnTrace.carrier(span))))
         return future
 
     async def _on_pause(self) -> None:
@@ -321,6 +353,9 @@ class CallSession:
         turn.metrics.turn_index = turn.index
         turn.metrics.turn_id = turn.id
         turn.metrics.endpointing_ms = _ms(turn.decided_at - turn.speech_end)
+        turn.trace, self._pending_trace = self._user_turn_trace(), None
+        turn.trace.record("endpointing", turn.speech_end_wall, time.time(),
+                          **{"voxmesh.endpointing.silence_ms": self._settings.endpoint_silence_ms})
         self._turn = turn
         self._turn_task = asyncio.create_task(self._run_turn(turn), name=f"turn-{turn.index}")
 
@@ -399,6 +434,12 @@ class CallSession:
             if self._turn_index == turn.index and (turn.metrics.voice_to_voice_ms or interrupted):
                 turn.metrics.interrupted = interrupted
                 await self._emit(turn_metrics=turn.metrics)
+            if turn.trace is not None:
+                turn.trace.finish(
+                    turn_index=turn.index, interrupted=interrupted,
+                    discarded=self._turn_index != turn.index,
+                    voice_to_voice_ms=turn.metrics.voice_to_voice_ms,
+                    metrics={name: getattr(turn.metrics, name) for name in _STAGE_FIELDS})
 
     async def _answer(self, turn: Turn, user_text: str) -> None:
         settings = self._settings
@@ -412,10 +453,15 @@ class CallSession:
             while (request := await tts_requests.get()) is not None:
                 yield request
 
+        assert turn.trace is not None
+        llm_span = turn.trace.child("llm", kind=SpanKind.CLIENT)
+        tts_span = turn.trace.child("tts", kind=SpanKind.CLIENT)
+        self._playout.set_trace_headers(turn.index, TurnTrace.carrier(turn.trace.span))
         llm_call = self._clients.llm.Generate(llm_pb2.GenerateRequest(
             turn=ref, user_text=user_text, system_prompt=settings.system_prompt,
-            max_tokens=settings.max_tokens, temperature=settings.temperature))
-        tts_call = self._clients.tts.Synthesize(tts_input())
+            max_tokens=settings.max_tokens, temperature=settings.temperature),
+            metadata=TurnTrace.metadata(llm_span))
+        tts_call = self._clients.tts.Synthesize(tts_input(), metadata=TurnTrace.metadata(tts_span))
         tts_reader = asyncio.create_task(self._read_tts(turn, tts_call), name="tts-reader")
         aggregator = SentenceAggregator(first_clause_min_words=settings.first_clause_min_words)
         llm_start = time.monotonic()
@@ -439,13 +485,22 @@ class CallSession:
                         await speak(sentence)
                 elif kind == "done":
                     turn.metrics.llm_completion_tokens = event.done.completion_tokens
+            llm_span.set_attributes({
+                "voxmesh.llm.first_token_ms": turn.metrics.llm_first_token_ms,
+                "voxmesh.llm.first_sentence_ms": turn.metrics.first_sentence_ms,
+                "voxmesh.llm.completion_tokens": turn.metrics.llm_completion_tokens})
+            llm_span.end()
             rest = aggregator.flush()
             if rest:
                 await speak(rest)
             await tts_requests.put(None)
             await tts_reader
+            tts_span.set_attribute("voxmesh.tts.first_audio_ms", turn.metrics.tts_first_audio_ms)
+            tts_span.end()
             self._playout.end_turn(turn.index)
             await self._playout.wait_drained()
+            if turn.playout_span is not None:
+                turn.playout_span.end()
             await self._emit(agent_text=session_pb2.AgentText(
                 turn_index=turn.index, text=turn.generated.strip(), is_final=True))
         finally:
@@ -479,6 +534,8 @@ class CallSession:
         turn = self._turn
         if turn is not None and turn.index == turn_index:
             turn.metrics.voice_to_voice_ms = _ms(time.monotonic() - turn.speech_end)
+            if turn.trace is not None:
+                turn.playout_span = turn.trace.child("playout")
 
     async def _on_interrupted(self, turn: Turn) -> None:
         await self._playout.clear(turn.index)

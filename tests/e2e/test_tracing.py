@@ -1,0 +1,122 @@
+"""One trace per turn across processes, received by a real OTLP/gRPC endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from voxmesh.cli.call import run_call
+from voxmesh.cli.caller_audio import CallerVoice
+from voxmesh.cli.stack import Ports, Stack, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+
+@dataclass
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """A minimal OTLP trace receiver: what a collector would get."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+
+    async def Export(  # noqa: N802 - OTLP method name
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append(ReceivedSpan(
+                        service=resource.get("service.name", ""), name=span.name,
+                        trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
+                        parent_id=span.parent_span_id.hex(), start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        attributes={a.key: _value(a.value) for a in span.attributes}))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def traced(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Stack, Receiver]]:
+    receiver = Receiver()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stack = Stack(
+        state_dir=Path(tmp_path_factory.mktemp("traced")), ports=Ports.free(), drain_grace_s=3,
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+             "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    try:
+        await stack.start()
+        yield stack, receiver
+    finally:
+        await stack.stop()
+        await server.stop(None)
+
+
+async def test_each_turn_is_one_trace_across_processes(
+    traced: tuple[Stack, Receiver], caller_voice: CallerVoice
+) -> None:
+    stack, receiver = traced
+    said = ["What is the capital of France?", "And what is the capital of Spain?"]
+    report = await run_call(stack.edge_url, [(t, caller_voice.speak(t)) for t in said])
+    assert all(t.voice_to_voice_ms for t in report.turns)
+    await asyncio.sleep(1.5)  # batch exporters flush every 200 ms
+
+    turns = [s for s in receiver.spans if s.name == "turn"
+             and s.attributes.get("voxmesh.session.id") == report.session_id
+             and not s.attributes.get("voxmesh.turn.discarded")]
+    assert sorted(s.attributes["voxmesh.turn.index"] for s in turns) == [1, 2]
+    by_trace: dict[str, list[ReceivedSpan]] = defaultdict(list)
+    for span in receiver.spans:
+        by_trace[span.trace_id].append(span)
+    for turn in turns:
+        spans = by_trace[turn.trace_id]
+        assert len({t.trace_id for t in turns}) == 2, "each turn has its own trace"
+        services = {s.service for s in spans}
+        assert {"voxmesh-worker", "voxmesh-stt", "voxmesh-llm", "voxmesh-tts"} <= services
+        ids = {s.span_id for s in spans}
+        orphans = [s.name for s in spans if s.parent_id and s.parent_id not in ids]
+        assert not orphans, f"spans whose parent is missing: {orphans}"
+        roots = [s for s in spans if not s.parent_id]
+        assert [r.name for r in roots] == ["turn"]
+        names = {s.name for s in spans}
+        assert {"endpointing", "stt", "stt.transcribe", "llm", "llm.generate", "tts",
+                "tts.synthesize", "tts.segment", "playout", "edge.first_packet"} <= names
+        for span in spans:  # stages lie within the turn
+            assert turn.start_ns - 5_000_000 <= span.start_ns <= span.end_ns <= turn.end_ns + 5_000_000
+        for key in ("voxmesh.turn.index", "voxmesh.turn.interrupted",
+                    "voxmesh.turn.voice_to_voice_ms", "voxmesh.turn.endpointing_ms"):
+            assert key in turn.attributes
+        generate = next(s for s in spans if s.name == "llm.generate")
+        assert generate.attributes["voxmesh.llm.first_token_ms"] > 0
+        # Transcript text is off by default: no attribute carries what was said.
+        for span in spans:
+            for value in span.attributes.values():
+                assert not (isinstance(value, str) and "capital" in value.lower())
