@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from voxmesh.cli.call import run_call
 from voxmesh.cli.caller_audio import CallerVoice
 from voxmesh.cli.stack import Ports, Stack, free_port
+from voxmesh_edge.client import WebRTCCaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -60,8 +62,8 @@ def _value(value: Any) -> Any:
     return getattr(value, kind) if kind else None
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def traced(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Stack, Receiver]]:
+@asynccontextmanager
+async def _traced_stack(state_dir: Path, env: dict[str, str]) -> AsyncIterator[tuple[Stack, Receiver]]:
     receiver = Receiver()
     server = grpc.aio.server()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
@@ -69,15 +71,32 @@ async def traced(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stack = Stack(
-        state_dir=Path(tmp_path_factory.mktemp("traced")), ports=Ports.free(), drain_grace_s=3,
+        state_dir=state_dir, ports=Ports.free(), drain_grace_s=3,
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-             "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+             "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200", **env})
     try:
         await stack.start()
         yield stack, receiver
     finally:
         await stack.stop()
         await server.stop(None)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def traced(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Stack, Receiver]]:
+    """A stack exporting traces to a test receiver; transcripts off (the default)."""
+    async with _traced_stack(Path(tmp_path_factory.mktemp("traced")), {}) as pair:
+        yield pair
+
+
+def _session_turns(receiver: Receiver, session_id: str) -> list[ReceivedSpan]:
+    return [s for s in receiver.spans if s.name == "turn"
+            and s.attributes.get("voxmesh.session.id") == session_id
+            and not s.attributes.get("voxmesh.turn.discarded")]
+
+
+def _trace(receiver: Receiver, trace_id: str) -> list[ReceivedSpan]:
+    return [s for s in receiver.spans if s.trace_id == trace_id]
 
 
 async def test_each_turn_is_one_trace_across_processes(
@@ -89,15 +108,10 @@ async def test_each_turn_is_one_trace_across_processes(
     assert all(t.voice_to_voice_ms for t in report.turns)
     await asyncio.sleep(1.5)  # batch exporters flush every 200 ms
 
-    turns = [s for s in receiver.spans if s.name == "turn"
-             and s.attributes.get("voxmesh.session.id") == report.session_id
-             and not s.attributes.get("voxmesh.turn.discarded")]
+    turns = _session_turns(receiver, report.session_id)
     assert sorted(s.attributes["voxmesh.turn.index"] for s in turns) == [1, 2]
-    by_trace: dict[str, list[ReceivedSpan]] = defaultdict(list)
-    for span in receiver.spans:
-        by_trace[span.trace_id].append(span)
     for turn in turns:
-        spans = by_trace[turn.trace_id]
+        spans = _trace(receiver, turn.trace_id)
         assert len({t.trace_id for t in turns}) == 2, "each turn has its own trace"
         services = {s.service for s in spans}
         assert {"voxmesh-worker", "voxmesh-stt", "voxmesh-llm", "voxmesh-tts"} <= services
@@ -120,3 +134,49 @@ async def test_each_turn_is_one_trace_across_processes(
         for span in spans:
             for value in span.attributes.values():
                 assert not (isinstance(value, str) and "capital" in value.lower())
+
+
+async def test_interrupted_turn_is_marked_and_its_spans_are_ended(
+    traced: tuple[Stack, Receiver], caller_voice: CallerVoice
+) -> None:
+    stack, receiver = traced
+    caller = WebRTCCaller(stack.edge_url)
+    await caller.connect()
+    try:
+        await caller.play(caller_voice.speak("Please tell me a long story about a brave dragon."))
+        await caller.wait_event(
+            lambda e: e.get("agent_state", {}).get("state") == "STATE_SPEAKING", timeout=40)
+        await asyncio.sleep(1.0)
+        await caller.play(caller_voice.speak("Wait, stop please."))
+        await caller.wait_event(
+            lambda e: e.get("agent_text", {}).get("interrupted", False), timeout=15)
+    finally:
+        await caller.hangup()
+    await asyncio.sleep(1.5)
+    first = next(t for t in _session_turns(receiver, caller.session_id or "")
+                 if t.attributes["voxmesh.turn.index"] == 1)
+    assert first.attributes["voxmesh.turn.interrupted"] is True
+    spans = {s.name: s for s in _trace(receiver, first.trace_id)}
+    tts = spans["tts"]
+    assert tts.end_ns >= tts.start_ns and tts.attributes.get("voxmesh.interrupted") is True
+    assert "tts.synthesize" in spans  # the server side ended its span when the stream was cut
+    assert spans["tts.synthesize"].end_ns <= first.end_ns + 1_000_000_000
+
+
+async def test_transcripts_on_spans_only_when_enabled_and_redacted(
+    tmp_path: Path, caller_voice: CallerVoice
+) -> None:
+    said = ["My card number is 4111 1111 1111 1111.", "My phone number is 415 555 0123."]
+    async with _traced_stack(tmp_path, {"VOXMESH_WORKER_TRACE_TRANSCRIPTS": "true"}) as pair:
+        stack, receiver = pair
+        report = await run_call(stack.edge_url, [(t, caller_voice.speak(t)) for t in said])
+        await asyncio.sleep(1.5)
+    turns = _session_turns(receiver, report.session_id)
+    user_text = " | ".join(t.attributes["voxmesh.turn.user_text"] for t in turns)
+    assert "card number" in user_text.lower() and "phone number" in user_text.lower()
+    # Whisper formats spoken digits unpredictably, so which marker a number gets varies; what
+    # matters is that each number is masked and no run of digits leaves the session.
+    for turn in turns:
+        assert re.search(r"\[(CARD|PHONE|NUMBER)\]", turn.attributes["voxmesh.turn.user_text"])
+    assert not re.search(r"\d{3}", user_text), f"digits left in {user_text!r}"
+    assert all("voxmesh.turn.agent_text" in t.attributes for t in turns)

@@ -27,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind
 from voxmesh import subjects
 from voxmesh.audio import FRAME_MS
 from voxmesh.errors import error_from_rpc
+from voxmesh.pii import redact
 from voxmesh.text import SentenceAggregator
 from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2, tts_pb2
 from voxmesh_worker.clients import ServiceClients
@@ -411,6 +412,7 @@ class CallSession:
             if not user_text:
                 return  # noise, or words Whisper could not make out: keep listening
             self._turn_index = turn.index
+            self._trace_text(turn, "voxmesh.turn.user_text", user_text)
             await self._emit(user_transcript=session_pb2.UserTranscript(
                 turn_index=turn.index, text=user_text, is_final=True))
             await self._set_state(State.STATE_THINKING)
@@ -501,6 +503,7 @@ class CallSession:
             await self._playout.wait_drained()
             if turn.playout_span is not None:
                 turn.playout_span.end()
+            self._trace_text(turn, "voxmesh.turn.agent_text", turn.generated.strip())
             await self._emit(agent_text=session_pb2.AgentText(
                 turn_index=turn.index, text=turn.generated.strip(), is_final=True))
         finally:
@@ -547,9 +550,15 @@ class CallSession:
                 heard_text=heard, interrupted=True), timeout=2)
         except grpc.RpcError as exc:
             log.warning("commit of heard text failed: %s", error_from_rpc(exc).message)
+        self._trace_text(turn, "voxmesh.turn.agent_text", heard)
         await self._emit(agent_text=session_pb2.AgentText(
             turn_index=turn.index, text=heard, is_final=True, interrupted=True))
         await self._set_state(State.STATE_LISTENING)
+
+    def _trace_text(self, turn: Turn, attribute: str, text: str) -> None:
+        """Records what was said on the turn span, redacted, only when the agent opts in."""
+        if self._settings.trace_transcripts and turn.trace is not None:
+            turn.trace.span.set_attribute(attribute, redact(text))
 
     def _heard_text(self, turn: Turn) -> str:
         """Words whose (estimated) end was played out before the interruption."""

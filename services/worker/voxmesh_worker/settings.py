@@ -38,6 +38,8 @@ class WorkerSettings(CommonSettings):
     #: Seconds active calls get to finish after SIGTERM before they are ended.
     drain_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    #: Put what was said on turn spans, PII-redacted. Off: traces carry no transcript text.
+    trace_transcripts: bool = False
 
     # Turn-taking. Probabilities are Silero's speech probability per 32 ms window.
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
