@@ -87,7 +87,7 @@ async def _barge_in_trials(stack: Stack, voice: CallerVoice, trials: int) -> lis
             await caller.play(interruption)
             await caller.wait_event(
                 lambda e: e.get("agent_text", {}).get("interrupted", False), timeout=15)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.5)  # receive the silence that follows the barge-in
             # A natural pause between two sentences is shorter than the silence a barge-in leaves
             # (the caller talks, then the next answer needs its own turn), so look for 1 s.
             stopped = caller.agent_audio.first_silence_after(started, quiet_ms=1000)

@@ -31,11 +31,15 @@ async def test_caller_interrupts_a_long_answer(stack: Stack, caller_voice: Calle
         event = await caller.wait_event(
             lambda e: e.get("agent_text", {}).get("interrupted", False), timeout=15)
         heard = event["agent_text"].get("text", "")
+        await asyncio.sleep(1.5)  # receive the silence that follows the barge-in
 
         # The agent's audio stopped soon after the caller started talking. (An answer to the
         # interruption may follow; the barge-in shows as the first stretch of silence.)
         stop_at = caller.agent_audio.first_silence_after(speak_started, quiet_ms=1000)
-        assert stop_at is not None, "agent audio never stopped"
+        levels = "".join(
+            "#" if caller.agent_audio.level_dbfs(i) > -45 else "."
+            for i, (t, _) in enumerate(caller.agent_audio.frames) if t > speak_started)
+        assert stop_at is not None, f"agent audio never stopped: {levels}"
         assert stop_at - speak_started < 1.5, f"audio stopped {stop_at - speak_started:.2f}s late"
 
         # The context holds the heard words, marked interrupted, not the whole generated answer.

@@ -6,6 +6,7 @@ import asyncio
 
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
+from voxmesh.metrics import setup_metrics
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
 from voxmesh_edge.server import serve
 from voxmesh_edge.settings import EdgeSettings
@@ -16,6 +17,7 @@ def main() -> None:
     settings = load_settings(EdgeSettings)
     setup_logging("edge", settings.log_level, settings.log_format)
     setup_tracing("edge")
+    setup_metrics("edge")
     try:
         asyncio.run(serve(settings))
     finally:

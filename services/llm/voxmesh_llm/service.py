@@ -10,6 +10,7 @@ import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.metrics import meter
 from voxmesh.telemetry import extract, tracer
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_llm.context_store import ContextStore, StoredMessage, validate_session_id
@@ -18,6 +19,10 @@ from voxmesh_llm.settings import LLMSettings
 
 log = logging.getLogger("voxmesh.llm")
 _tracer = tracer("llm")
+_meter = meter("llm")
+_FIRST_TOKEN = _meter.create_histogram(
+    "voxmesh.llm.first_token", unit="ms", description="Generate request to first token")
+_TOKENS = _meter.create_counter("voxmesh.llm.tokens", description="Tokens (attribute kind)")
 
 _FINISH = {
     "stop": llm_pb2.GenerationDone.FINISH_REASON_STOP,
@@ -110,6 +115,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 "voxmesh.llm.finish_reason": completion.finish_reason if finished else "cancelled",
             })
             span.end()
+            if completion.first_token_ms:
+                _FIRST_TOKEN.record(completion.first_token_ms)
+            _TOKENS.add(completion.prompt_tokens, {"kind": "prompt"})
+            _TOKENS.add(completion.completion_tokens, {"kind": "completion"})
             # Store what was generated, even when the client went away mid-answer (barge-in);
             # the worker replaces it with the heard text through CommitHeard.
             text = completion.text.strip()

@@ -15,6 +15,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
+from voxmesh.metrics import meter
 from voxmesh.v1 import common_pb2
 
 
@@ -112,8 +113,14 @@ def to_rpc_status(error: VoxmeshError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+_RPC_ERRORS = meter("rpc").create_counter(
+    "voxmesh.rpc.errors", description="RPCs ended with an error (attributes code, reason)")
+
+
 async def abort(context: grpc.aio.ServicerContext, error: VoxmeshError) -> NoReturn:
     """Ends the RPC with the error's status code and detail."""
+    _RPC_ERRORS.add(1, {"code": error.code.name, "reason": error.reason,
+                        "component": error.component})
     await context.abort_with_status(to_rpc_status(error))
     raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
 

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voxmesh.config import GrpcServiceSettings
+from voxmesh.metrics import setup_metrics
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("voxmesh.grpc")
@@ -54,6 +55,7 @@ class GrpcApp:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
         setup_tracing(self.name)
+        setup_metrics(self.name)
         max_bytes = self.settings.max_message_bytes
         server = grpc.aio.server(
             options=[

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from voxmesh.audio import StreamResampler, mulaw_decode
 from voxmesh.duplex import END_OF_OUTPUT, read_config, serve_duplex
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.metrics import meter
 from voxmesh.telemetry import extract, tracer
 from voxmesh.v1 import common_pb2, stt_pb2, stt_pb2_grpc
 from voxmesh_stt.providers.base import STTProvider
@@ -28,6 +29,8 @@ from voxmesh_stt.settings import STTSettings
 
 log = logging.getLogger("voxmesh.stt")
 _tracer = tracer("stt")
+_PROCESSING = meter("stt").create_histogram(
+    "voxmesh.stt.processing", unit="ms", description="Time to transcribe one utterance")
 
 PCM16_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
 
@@ -217,6 +220,7 @@ class RecognitionStream:
                 ) as span:
                     result = await self._provider.transcribe(job.audio, language)
                     span.set_attribute("voxmesh.stt.processing_ms", result.processing_ms)
+                    _PROCESSING.record(result.processing_ms, {"speculative": job.speculative})
                     span.set_attribute("voxmesh.stt.empty", not result.text)
                 await self.output.put(
                     stt_pb2.RecognizeResponse(

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from voxmesh.audio import StreamResampler
 from voxmesh.duplex import END_OF_OUTPUT, read_config, serve_duplex
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
+from voxmesh.metrics import meter
 from voxmesh.telemetry import extract, tracer
 from voxmesh.text import SentenceAggregator
 from voxmesh.v1 import common_pb2, tts_pb2, tts_pb2_grpc
@@ -29,6 +30,8 @@ from voxmesh_tts.settings import TTSSettings
 
 log = logging.getLogger("voxmesh.tts")
 _tracer = tracer("tts")
+_FIRST_AUDIO = meter("tts").create_histogram(
+    "voxmesh.tts.first_audio", unit="ms", description="Segment text complete to first audio")
 
 OUTPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
 
@@ -158,6 +161,8 @@ class SynthesisStream:
             audio_ms, first_audio_ms = await self._speak_segment(segment)
             span.set_attribute("voxmesh.tts.audio_ms", audio_ms)
             span.set_attribute("voxmesh.tts.first_audio_ms", first_audio_ms)
+            if segment.epoch == self._epoch:
+                _FIRST_AUDIO.record(first_audio_ms)
             span.set_attribute("voxmesh.tts.cancelled", segment.epoch != self._epoch)
 
     async def _speak_segment(self, segment: _Segment) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import logging
 
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
+from voxmesh.metrics import setup_metrics
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.worker import Worker
@@ -17,6 +18,7 @@ def main() -> None:
     settings = load_settings(WorkerSettings)
     setup_logging("worker", settings.log_level, settings.log_format)
     setup_tracing("worker")
+    setup_metrics("worker")
     try:
         asyncio.run(Worker(settings).run())
     except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:

@@ -30,6 +30,7 @@ from voxmesh.errors import error_from_rpc
 from voxmesh.pii import redact
 from voxmesh.text import SentenceAggregator
 from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2, tts_pb2
+from voxmesh_worker import instruments
 from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.playout import Playout
 from voxmesh_worker.settings import WorkerSettings
@@ -79,6 +80,18 @@ class Turn:
 
 _STAGE_FIELDS = ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "first_sentence_ms",
                  "tts_first_audio_ms", "edge_first_packet_ms")
+
+
+def _record_turn_metrics(metrics: session_pb2.TurnMetrics, interrupted: bool) -> None:
+    instruments.TURNS.add(1, {"interrupted": interrupted})
+    if interrupted:
+        instruments.INTERRUPTIONS.add(1)
+    if metrics.voice_to_voice_ms:
+        instruments.VOICE_TO_VOICE.record(metrics.voice_to_voice_ms)
+    for name in _STAGE_FIELDS:
+        value = getattr(metrics, name)
+        if value:
+            instruments.STAGE.record(value, {"stage": name.removesuffix("_ms")})
 
 
 class ServiceCallError(Exception):
@@ -232,9 +245,14 @@ class CallSession:
                                             message=f"internal error in {task.get_name()}")
             asyncio.get_running_loop().create_task(self._fatal(detail))
 
+    async def _emit_error(self, detail: common_pb2.ErrorDetail, fatal: bool) -> None:
+        instruments.ERRORS.add(1, {"component": detail.component or "worker",
+                                   "code": detail.reason, "fatal": fatal})
+        await self._emit(error=session_pb2.SessionError(detail=detail, fatal=fatal))
+
     async def _fatal(self, detail: common_pb2.ErrorDetail) -> None:
         log.warning("session %s ends: %s (%s)", self.session_id, detail.reason, detail.message)
-        await self._emit(error=session_pb2.SessionError(detail=detail, fatal=True))
+        await self._emit_error(detail, fatal=True)
         self.end(f"error: {detail.reason}")
 
     # ----------------------------------------------------------------- NATS callbacks
@@ -425,17 +443,18 @@ class CallSession:
         except ServiceCallError as exc:
             log.warning("session %s turn %d failed: %s %s", self.session_id, turn.index,
                         exc.detail.component, exc.detail.reason)
-            await self._emit(error=session_pb2.SessionError(detail=exc.detail, fatal=False))
+            await self._emit_error(exc.detail, fatal=False)
         except TimeoutError:
-            await self._emit(error=session_pb2.SessionError(fatal=False, detail=(
-                common_pb2.ErrorDetail(reason="STT_FINAL_TIMEOUT", component="stt",
-                                       message="no final transcript within 15 s"))))
+            await self._emit_error(common_pb2.ErrorDetail(
+                reason="STT_FINAL_TIMEOUT", component="stt",
+                message="no final transcript within 15 s"), fatal=False)
         finally:
             if not interrupted and not self._ended.is_set():
                 await self._set_state(State.STATE_LISTENING)
             if self._turn_index == turn.index and (turn.metrics.voice_to_voice_ms or interrupted):
                 turn.metrics.interrupted = interrupted
                 await self._emit(turn_metrics=turn.metrics)
+                _record_turn_metrics(turn.metrics, interrupted)
             if turn.trace is not None:
                 turn.trace.finish(
                     turn_index=turn.index, interrupted=interrupted,

@@ -21,10 +21,13 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from voxmesh import __version__, subjects
+from voxmesh.metrics import meter
 from voxmesh.natsconn import connect_nats
 from voxmesh.v1 import common_pb2, session_pb2
+from voxmesh_worker import instruments
 from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.session import CallSession
 from voxmesh_worker.settings import WorkerSettings
@@ -49,6 +52,13 @@ class Worker:
         self._dispatch_sub: Any = None
         self._stop = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        meter("worker").create_observable_gauge(
+            "voxmesh.worker.state", callbacks=[self._observe_state],
+            description="1 for the worker's current state (warming, idle, busy, draining)")
+
+    def _observe_state(self, _options: CallbackOptions) -> list[Observation]:
+        return [Observation(1 if state == self.state else 0, {"state": state})
+                for state in ("warming", "idle", "busy", "draining")]
 
     @property
     def active_sessions(self) -> int:
@@ -155,6 +165,8 @@ class Worker:
         task.add_done_callback(functools.partial(self._on_session_done, request.session_id))
         reply.accepted = True
         await msg.respond(reply.SerializeToString())
+        instruments.CALLS.add(1, {"agent": self.settings.agent})
+        instruments.ACTIVE_SESSIONS.add(1)
         await self._update_dispatch()
         waited = (f"; dispatch took {int(time.time() * 1000) - request.requested_at_ms} ms"
                   if request.requested_at_ms else "")
@@ -163,6 +175,7 @@ class Worker:
 
     def _on_session_done(self, session_id: str, task: asyncio.Task[str]) -> None:
         self._sessions.pop(session_id, None)
+        instruments.ACTIVE_SESSIONS.add(-1)
         reason = "cancelled" if task.cancelled() else (
             f"failed: {task.exception()!r}" if task.exception() else task.result())
         log.info("call %s ended (%s)", session_id, reason)

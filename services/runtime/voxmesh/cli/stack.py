@@ -85,6 +85,9 @@ class Stack:
     ports: Ports = field(default_factory=Ports)
     env: dict[str, str] = field(default_factory=dict)
     drain_grace_s: float = 10.0
+    #: Serve Prometheus /metrics from every process (ports in :attr:`metrics_ports`).
+    metrics: bool = False
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
 
     @property
@@ -112,7 +115,11 @@ class Stack:
         python = sys.executable
 
         def child(name: str, argv: list[str], extra: dict[str, str], grace_s: float) -> Child:
-            return Child(name, argv, {**base, **extra}, logs / f"{name}.log", grace_s)
+            env = {**base, **extra}
+            if self.metrics and name != "nats":
+                port = self.metrics_ports.setdefault(name, free_port())
+                env.update(VOXMESH_METRICS_PORT=str(port), VOXMESH_METRICS_HOST="127.0.0.1")
+            return Child(name, argv, env, logs / f"{name}.log", grace_s)
 
         jetstream = self.state_dir / "jetstream"
         return {

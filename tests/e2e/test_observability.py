@@ -1,9 +1,11 @@
-"""One trace per turn across processes, received by a real OTLP/gRPC endpoint."""
+"""Observability: one trace per turn across processes (received by a real OTLP/gRPC endpoint),
+and Prometheus metrics scraped from every process."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -71,7 +73,7 @@ async def _traced_stack(state_dir: Path, env: dict[str, str]) -> AsyncIterator[t
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stack = Stack(
-        state_dir=state_dir, ports=Ports.free(), drain_grace_s=3,
+        state_dir=state_dir, ports=Ports.free(), drain_grace_s=3, metrics=True,
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
              "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200", **env})
     try:
@@ -180,3 +182,46 @@ async def test_transcripts_on_spans_only_when_enabled_and_redacted(
         assert re.search(r"\[(CARD|PHONE|NUMBER)\]", turn.attributes["voxmesh.turn.user_text"])
     assert not re.search(r"\d{3}", user_text), f"digits left in {user_text!r}"
     assert all("voxmesh.turn.agent_text" in t.attributes for t in turns)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Prometheus samples of a process, as ``name{labels}`` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _total(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return sum(v for k, v in samples.items()
+               if k.split("{")[0] == name and all(w in k for w in wanted))
+
+
+async def test_every_process_serves_prometheus_metrics(
+    traced: tuple[Stack, Receiver], caller_voice: CallerVoice
+) -> None:
+    stack, _ = traced
+    report = await run_call(stack.edge_url, [("Hello there.", caller_voice.speak("Hello there."))])
+    assert report.turns[0].voice_to_voice_ms
+    ports = stack.metrics_ports
+    worker = await asyncio.to_thread(_scrape, ports["worker"])
+    assert _total(worker, "voxmesh_turn_voice_to_voice_milliseconds_count") >= 1
+    for stage in ("endpointing", "stt_final", "llm_first_token", "tts_first_audio"):
+        assert _total(worker, "voxmesh_turn_stage_milliseconds_count", stage=stage) >= 1, stage
+    assert _total(worker, "voxmesh_calls_total") >= 1
+    assert _total(worker, "voxmesh_turns_total") >= 1
+    assert "voxmesh_worker_state" in {k.split("{")[0] for k in worker}
+    assert _total(worker, "voxmesh_worker_state", state="idle") + _total(
+        worker, "voxmesh_worker_state", state="busy") == 1
+    stt = await asyncio.to_thread(_scrape, ports["stt"])
+    assert _total(stt, "voxmesh_stt_processing_milliseconds_count") >= 1
+    llm = await asyncio.to_thread(_scrape, ports["llm"])
+    assert _total(llm, "voxmesh_llm_first_token_milliseconds_count") >= 1
+    assert _total(llm, "voxmesh_llm_tokens_total", kind="completion") >= 1
+    tts = await asyncio.to_thread(_scrape, ports["tts"])
+    assert _total(tts, "voxmesh_tts_first_audio_milliseconds_count") >= 1

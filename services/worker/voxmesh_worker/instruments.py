@@ -1,0 +1,23 @@
+"""Metrics of the agent worker (see docs/metrics.md for their Prometheus names)."""
+
+from __future__ import annotations
+
+from voxmesh.metrics import meter
+
+_meter = meter("worker")
+
+VOICE_TO_VOICE = _meter.create_histogram(
+    "voxmesh.turn.voice_to_voice", unit="ms",
+    description="End of caller speech to the first answer frame published, per turn")
+STAGE = _meter.create_histogram(
+    "voxmesh.turn.stage", unit="ms",
+    description="First-byte time of each stage of a turn (attribute stage)")
+CALLS = _meter.create_counter("voxmesh.calls", description="Calls accepted by the worker")
+TURNS = _meter.create_counter(
+    "voxmesh.turns", description="Answered turns (attribute interrupted)")
+INTERRUPTIONS = _meter.create_counter(
+    "voxmesh.interruptions", description="Answers cut short by the caller (barge-in)")
+ERRORS = _meter.create_counter(
+    "voxmesh.errors", description="Errors reported to callers (attributes component, code)")
+ACTIVE_SESSIONS = _meter.create_up_down_counter(
+    "voxmesh.sessions.active", description="Calls in progress on this worker")
