@@ -8,8 +8,9 @@ speaking, and every process the turn touches adds its spans to that trace. The c
 * in NATS message headers (agent audio to the edge).
 
 Exporters are configured by the standard ``OTEL_*`` variables: ``OTEL_EXPORTER_OTLP_ENDPOINT``
-(or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) sends OTLP/gRPC to a collector. With no exporter
-configured, tracing stays the OpenTelemetry no-op and costs nothing.
+(or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) sends OTLP/gRPC to a collector.
+``VOXMESH_TRACE_FILE`` appends spans as JSON lines to a local file (``voxmesh up`` sets it;
+``voxmesh trace`` reads it). With neither, tracing stays the OpenTelemetry no-op.
 Span names and attributes: ``docs/tracing.md``.
 """
 
@@ -28,12 +29,15 @@ log = logging.getLogger("voxmesh.telemetry")
 _configured: set[str] = set()
 
 
+def _otlp_endpoint() -> str:
+    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "")
+
+
 def tracing_enabled() -> bool:
-    """True when an OTLP endpoint is configured in the environment."""
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    ) and os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
+    """True when an OTLP endpoint or a local trace file is configured in the environment."""
+    return bool(_otlp_endpoint() or os.environ.get("VOXMESH_TRACE_FILE")) and (
+        os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true")
 
 
 def tracer(component: str) -> Tracer:
@@ -49,7 +53,9 @@ def setup_tracing(component: str) -> None:
             ``service.name`` becomes ``voxmesh-<component>`` unless ``OTEL_SERVICE_NAME`` is set.
     """
     if tracing_enabled() and not _configured:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: I001
+            OTLPSpanExporter,
+        )
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -59,11 +65,16 @@ def setup_tracing(component: str) -> None:
             "service.namespace": "voxmesh",
         })
         provider = TracerProvider(resource=resource)
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        if _otlp_endpoint():
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            log.info("tracing to %s", _otlp_endpoint())
+        if trace_file := os.environ.get("VOXMESH_TRACE_FILE"):
+            from voxmesh.tracefile import JsonLinesSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file)))
+            log.info("tracing to %s", trace_file)
         trace.set_tracer_provider(provider)
         _configured.add(component)
-        log.info("tracing to %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                 or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
 def shutdown_tracing() -> None:

@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     call.add_argument("--json", action="store_true", help="print the report as JSON")
     call.add_argument("--cache-dir", type=Path, default=Path(".voxmesh/cache/caller"))
 
+    trace = commands.add_parser("trace", help="show per-turn waterfalls of a local session")
+    trace.add_argument("session", nargs="?", help="session id (a prefix is enough); "
+                       "without it, list the sessions")
+    trace.add_argument("--state-dir", type=Path, default=Path(".voxmesh"))
+
     models = commands.add_parser("models", help="install and verify the local models")
     models.add_argument("--no-install", action="store_true", help="verify only")
 
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_up(args))
     if args.command == "call":
         sys.exit(_call(args))
+    if args.command == "trace":
+        sys.exit(_trace(args))
     if args.command == "models":
         from voxmesh.cli.models import install_and_verify
 
@@ -51,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
 def _up(args: argparse.Namespace) -> int:
     from voxmesh.cli.stack import Ports, Stack
 
-    stack = Stack(state_dir=args.state_dir.resolve(), ports=Ports(edge=args.port))
+    state_dir = args.state_dir.resolve()
+    stack = Stack(state_dir=state_dir, ports=Ports(edge=args.port),
+                  env={"VOXMESH_TRACE_FILE": str(state_dir / "traces.jsonl")})
 
     def report(name: str, what: str, seconds: float) -> None:
         mark = "✓" if what == "ready" else "…"
@@ -70,7 +79,8 @@ def _up(args: argparse.Namespace) -> int:
             await stack.stop()
             return 1
         print(f"\nVoxmesh is up. Open {stack.edge_url} and press Call."
-              f"\nLogs: {stack.state_dir / 'logs'}   Stop: Ctrl-C\n", file=sys.stderr, flush=True)
+              f"\nLogs: {stack.state_dir / 'logs'}   Turn waterfalls: voxmesh trace <session>"
+              f"   Stop: Ctrl-C\n", file=sys.stderr, flush=True)
         restarts: dict[str, list[float]] = {}
         while not stop.is_set():
             try:
@@ -95,6 +105,27 @@ def _up(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from voxmesh.cli.waterfall import render_session, sessions
+
+    path = args.state_dir / "traces.jsonl"
+    if not path.exists():
+        print(f"error: no trace file at {path}; start the platform with `voxmesh up` first",
+              file=sys.stderr)
+        return 1
+    if not args.session:
+        for session_id, turns, started in sessions(path):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started / 1e9))
+            print(f"{session_id}  {stamp}  {turns} turn(s)")
+        return 0
+    try:
+        print(render_session(path, args.session))
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _call(args: argparse.Namespace) -> int:
