@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE := 1
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto models run test test-fast bench lint typecheck fmt constraints browser clean
+.PHONY: help install proto models run test test-fast bench dashboards lint fmt constraints browser clean
 
 help: ## Show this help
 	@echo "Voxmesh — Kubernetes-native platform for real-time voice AI agents"
@@ -71,6 +71,9 @@ test-fast: install ## Run the tests that need no models (contracts, runtime, bad
 
 bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/voice_to_voice.py --turns 24 --out bench/results.json
+
+dashboards: install ## Regenerate the Grafana dashboards (infra/grafana/dashboards) from code
+	@$(PY) infra/grafana/build_dashboards.py
 
 lint: install ## ruff (ASYNC,B,D,I,UP) and mypy
 	@$(VENV)/bin/ruff check .

@@ -4,7 +4,10 @@ and Prometheus metrics scraped from every process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+import yaml
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from voxmesh.cli.call import run_call
@@ -225,3 +229,56 @@ async def test_every_process_serves_prometheus_metrics(
     assert _total(llm, "voxmesh_llm_tokens_total", kind="completion") >= 1
     tts = await asyncio.to_thread(_scrape, ports["tts"])
     assert _total(tts, "voxmesh_tts_first_audio_milliseconds_count") >= 1
+
+
+REPO = Path(__file__).resolve().parents[2]
+GRAFANA = REPO / "infra" / "grafana"
+
+
+def _check_dashboards_current(out: Path) -> None:
+    """The checked-in JSON is what the generator produces now."""
+    subprocess.run([sys.executable, str(GRAFANA / "build_dashboards.py"), str(out)], check=True)
+    generated = list(out.glob("*.json"))
+    assert generated
+    for path in generated:
+        assert path.read_text() == (GRAFANA / "dashboards" / path.name).read_text(), (
+            f"{path.name} is stale: run `make dashboards`")
+
+
+async def test_dashboards_are_current_and_query_what_the_processes_serve(
+    traced: tuple[Stack, Receiver], caller_voice: CallerVoice, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(_check_dashboards_current, tmp_path)
+
+    datasources = yaml.safe_load((GRAFANA / "datasources.yaml").read_text())["datasources"]
+    uids = {d["uid"]: d["type"] for d in datasources}
+
+    stack, receiver = traced
+    await run_call(stack.edge_url, [("Good morning.", caller_voice.speak("Good morning."))])
+    served: set[str] = set()
+    for port in stack.metrics_ports.values():
+        served |= {name.split("{")[0] for name in await asyncio.to_thread(_scrape, port)}
+
+    dashboards = [json.loads(p.read_text()) for p in (GRAFANA / "dashboards").glob("*.json")]
+    assert dashboards
+    traceql: list[str] = []
+    for board in dashboards:
+        for panel in board["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert uids.get(panel["datasource"]["uid"]) == panel["datasource"]["type"]
+            for target in panel["targets"]:
+                assert uids.get(target["datasource"]["uid"]) == target["datasource"]["type"]
+                if "expr" in target:
+                    names = set(re.findall(r"voxmesh_[a-z_]+", target["expr"]))
+                    assert names, target["expr"]
+                    missing = names - served
+                    assert not missing, f"{panel['title']}: no process serves {missing}"
+                if "query" in target:
+                    traceql.append(target["query"])
+    # The slow-turn TraceQL query filters on attributes the turn spans really carry.
+    turn_attributes = {k for s in receiver.spans if s.name == "turn" for k in s.attributes}
+    for query in traceql:
+        for attribute in re.findall(r"span\.([a-z_.]+)", query):
+            assert attribute in turn_attributes, f"{attribute} is not on turn spans"
+

@@ -117,6 +117,11 @@ _RPC_ERRORS = meter("rpc").create_counter(
     "voxmesh.rpc.errors", description="RPCs ended with an error (attributes code, reason)")
 
 
+def initialize_error_metrics() -> None:
+    """Exports the RPC error counter at 0 before the first error (see docs/metrics.md)."""
+    _RPC_ERRORS.add(0)
+
+
 async def abort(context: grpc.aio.ServicerContext, error: VoxmeshError) -> NoReturn:
     """Ends the RPC with the error's status code and detail."""
     _RPC_ERRORS.add(1, {"code": error.code.name, "reason": error.reason,

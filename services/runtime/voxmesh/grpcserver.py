@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voxmesh.config import GrpcServiceSettings
+from voxmesh.errors import initialize_error_metrics
 from voxmesh.metrics import setup_metrics
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
 
@@ -56,6 +57,7 @@ class GrpcApp:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
         setup_tracing(self.name)
         setup_metrics(self.name)
+        initialize_error_metrics()
         max_bytes = self.settings.max_message_bytes
         server = grpc.aio.server(
             options=[

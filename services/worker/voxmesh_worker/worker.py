@@ -80,6 +80,7 @@ class Worker:
         try:
             await self._clients.wait_serving(timeout_s=120)
             self.state = "idle"
+            _initialize_counters(settings.agent)
             await self._update_dispatch()
             await self._publish_heartbeat()
             log.info("worker %s warm: taking calls for agent %r (capacity %d)",
@@ -200,3 +201,15 @@ class Worker:
         )
         await self._nc.publish(subjects.heartbeat(self.settings.worker_id),
                                beat.SerializeToString())
+
+
+def _initialize_counters(agent: str) -> None:
+    """Exports every counter at 0 from the start.
+
+    Dashboards and alerts then see a series before the first call, turn, interruption or error.
+    """
+    instruments.CALLS.add(0, {"agent": agent})
+    for interrupted in (False, True):
+        instruments.TURNS.add(0, {"interrupted": interrupted})
+    instruments.INTERRUPTIONS.add(0)
+    instruments.ERRORS.add(0)
