@@ -65,6 +65,11 @@ async def test_page_shows_transcript_and_plays_agent_audio(
             assert "table" in transcript and "two people" in transcript, transcript
             level = await page.evaluate("window.voxmesh.agentAudioMaxLevel")
             assert level > 0.01
+            # The turn's waterfall is drawn live, with a bar per stage.
+            widths = await page.evaluate(
+                "[...document.querySelectorAll('#waterfalls .waterfall .wf-bar')]"
+                ".map(b => parseFloat(b.style.width))")
+            assert len(widths) == 6 and sum(w > 0 for w in widths) >= 5, widths
             first_row = (await page.inner_text("#latency tr")).split()
             assert first_row[0] == "#1" and int(first_row[1]) > 0  # turn, voice-to-voice ms
             screenshot = Path(os.environ.get("VOXMESH_SCREENSHOT", tmp_path / "page.png"))
