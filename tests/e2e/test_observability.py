@@ -131,6 +131,14 @@ async def test_each_turn_is_one_trace_across_processes(
                 "tts.synthesize", "tts.segment", "playout", "edge.first_packet"} <= names
         for span in spans:  # stages lie within the turn
             assert turn.start_ns - 5_000_000 <= span.start_ns <= span.end_ns <= turn.end_ns + 5_000_000
+        # The critical path adds up: endpointing, then the LLM, then playout, within the turn.
+        stage = {s.name: s for s in spans}
+        endpointing, llm, playout = stage["endpointing"], stage["llm"], stage["playout"]
+        assert endpointing.end_ns <= llm.start_ns + 5_000_000
+        assert llm.start_ns <= playout.start_ns
+        path_ns = (endpointing.end_ns - endpointing.start_ns) + (
+            playout.start_ns - llm.start_ns) + (playout.end_ns - playout.start_ns)
+        assert path_ns <= turn.end_ns - turn.start_ns
         for key in ("voxmesh.turn.index", "voxmesh.turn.interrupted",
                     "voxmesh.turn.voice_to_voice_ms", "voxmesh.turn.endpointing_ms"):
             assert key in turn.attributes
@@ -140,6 +148,9 @@ async def test_each_turn_is_one_trace_across_processes(
         for span in spans:
             for value in span.attributes.values():
                 assert not (isinstance(value, str) and "capital" in value.lower())
+    # ... and no log line of any process does either.
+    for name in stack.children:
+        assert "capital" not in (await asyncio.to_thread(stack.log_tail, name, 10_000)).lower(), name
 
 
 async def test_interrupted_turn_is_marked_and_its_spans_are_ended(
