@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
+from voxmesh.agent import AgentFileError, load_agent
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
 from voxmesh.metrics import setup_metrics
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
-from voxmesh_worker.settings import WorkerSettings
+from voxmesh_worker.settings import WorkerSettings, apply_agent
 from voxmesh_worker.worker import Worker
 
 
 def main() -> None:
     """Starts an agent worker."""
     settings = load_settings(WorkerSettings)
+    if settings.agent_file is not None:
+        try:
+            settings = apply_agent(settings, load_agent(settings.agent_file))
+        except AgentFileError as exc:
+            print(f"invalid agent file:\n{exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     setup_logging("worker", settings.log_level, settings.log_format)
     setup_tracing("worker")
     setup_metrics("worker")

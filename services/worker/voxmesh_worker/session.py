@@ -470,7 +470,8 @@ class CallSession:
 
         async def tts_input() -> AsyncIterator[tts_pb2.SynthesizeRequest]:
             yield tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
-                turn=ref, format=INTERNAL_FORMAT))
+                turn=ref, format=INTERNAL_FORMAT, voice=settings.tts_voice,
+                speaking_rate=settings.speaking_rate))
             while (request := await tts_requests.get()) is not None:
                 yield request
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from voxmesh.agent import AgentDefinition
 from voxmesh.config import CommonSettings
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -27,12 +29,17 @@ class WorkerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="VOXMESH_WORKER_", extra="ignore")
 
     worker_id: str = Field(default_factory=_default_worker_id)
+    #: Agent definition (YAML). Its name, prompt, voice, turn-taking and LLM settings override
+    #: the individual settings below.
+    agent_file: Path | None = None
     agent: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]+$")
     max_sessions: int = Field(default=4, ge=1, le=10_000)
     stt_address: str = "127.0.0.1:50051"
     llm_address: str = "127.0.0.1:50052"
     tts_address: str = "127.0.0.1:50053"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    tts_voice: str = ""
+    speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)
     max_tokens: int = Field(default=120, ge=1, le=4096)
     temperature: float = Field(default=0.3, ge=0, le=2)
     #: Seconds active calls get to finish after SIGTERM before they are ended.
@@ -58,3 +65,20 @@ class WorkerSettings(CommonSettings):
     first_clause_min_words: int = Field(default=1, ge=0)
     #: Agent audio sent ahead of real time, to absorb scheduling jitter.
     playout_lead_ms: int = Field(default=60, ge=0, le=1000)
+
+
+def apply_agent(settings: WorkerSettings, agent: AgentDefinition) -> WorkerSettings:
+    """Settings with the agent file's values in place of the individual ones."""
+    turns = agent.turn_taking
+    return settings.model_copy(update={
+        "agent": agent.name,
+        "system_prompt": agent.system_prompt,
+        "tts_voice": agent.voice.voice,
+        "speaking_rate": agent.voice.speaking_rate,
+        "max_tokens": agent.llm.max_tokens,
+        "temperature": agent.llm.temperature,
+        "vad_threshold": turns.vad_threshold,
+        "min_speech_ms": turns.min_speech_ms,
+        "speculative_pause_ms": turns.speculative_pause_ms,
+        "endpoint_silence_ms": turns.min_endpointing_ms,
+    })

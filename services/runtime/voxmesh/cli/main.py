@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--port", type=int, default=8080, help="web page / edge port (8080)")
     up.add_argument("--state-dir", type=Path, default=Path(".voxmesh"),
                     help="logs and JetStream data (.voxmesh)")
+    up.add_argument("--agent", type=Path, metavar="FILE",
+                    help="agent definition (YAML), e.g. services/worker/agents/restaurant-host.yaml")
 
     call = commands.add_parser("call", help="place a synthetic call and print what happened")
     call.add_argument("--url", default="http://127.0.0.1:8080", help="edge URL")
@@ -59,8 +61,19 @@ def _up(args: argparse.Namespace) -> int:
     from voxmesh.cli.stack import Ports, Stack
 
     state_dir = args.state_dir.resolve()
-    stack = Stack(state_dir=state_dir, ports=Ports(edge=args.port),
-                  env={"VOXMESH_TRACE_FILE": str(state_dir / "traces.jsonl")})
+    env = {"VOXMESH_TRACE_FILE": str(state_dir / "traces.jsonl")}
+    if args.agent is not None:
+        from voxmesh.agent import AgentFileError, load_agent
+
+        try:
+            agent = load_agent(args.agent)
+        except AgentFileError as exc:
+            print(f"invalid agent file:\n{exc}", file=sys.stderr)
+            return 2
+        env.update(VOXMESH_WORKER_AGENT_FILE=str(args.agent.resolve()),
+                   VOXMESH_EDGE_AGENT=agent.name)
+        print(f"agent: {agent.name} ({args.agent})", file=sys.stderr)
+    stack = Stack(state_dir=state_dir, ports=Ports(edge=args.port), env=env)
 
     def report(name: str, what: str, seconds: float) -> None:
         mark = "✓" if what == "ready" else "…"
