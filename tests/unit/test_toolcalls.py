@@ -51,3 +51,26 @@ def test_tools_prompt_lists_every_tool() -> None:
     prompt = tools_system_prompt([{"name": "a", "parameters": {}}, {"name": "b"}])
     assert '"name": "a"' in prompt and '"name": "b"' in prompt and "<tool_call>" in prompt
     assert tools_system_prompt([]) == ""
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_bare_json_call_as_llama_cpp_prints_it(chunk: int) -> None:
+    # Qwen's <tool_call> tags are special tokens that llama.cpp drops from the text.
+    text = '{"name": "lookup_order", "arguments": {"order_id": "12}34"}}'
+    parser = ToolCallParser()
+    spoken = "".join(parser.push(text[i:i + chunk]) for i in range(0, len(text), chunk))
+    spoken += parser.finish()
+    assert spoken == ""
+    assert parser.calls[0].arguments == {"order_id": "12}34"}
+
+
+def test_json_that_is_not_a_call_is_spoken() -> None:
+    parser = ToolCallParser()
+    spoken = parser.push('{"price": 3} is the answer.') + parser.finish()
+    assert spoken == '{"price": 3} is the answer.' and not parser.calls
+
+
+def test_braces_later_in_a_reply_are_plain_text() -> None:
+    parser = ToolCallParser()
+    spoken = parser.push("Sure. ") + parser.push('{"name": "x", "arguments": {}}') + parser.finish()
+    assert spoken == 'Sure. {"name": "x", "arguments": {}}' and not parser.calls

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,6 +14,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
 from voxmesh.metrics import meter
 from voxmesh.telemetry import extract, tracer
+from voxmesh.toolcalls import ToolCallParser, tools_system_prompt
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_llm.context_store import ContextStore, StoredMessage, validate_session_id
 from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
@@ -42,7 +45,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
 
     def _validate(self, request: llm_pb2.GenerateRequest) -> None:
         validate_session_id(request.turn.session_id)
-        if not request.user_text.strip():
+        if not request.user_text.strip() and not request.tool_results:
             raise InvalidInputError("user_text is empty", reason="EMPTY_TEXT",
                                     field="user_text", component="llm")
         if len(request.user_text) > self._settings.max_user_text_chars:
@@ -68,9 +71,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             self._validate(request)
             session_id, turn_index = request.turn.session_id, request.turn.turn_index
             history, _ = await self._store.load(session_id)
-            await self._store.append(
-                session_id, StoredMessage("user", request.user_text, turn_index)
-            )
+            new = [StoredMessage("user", request.user_text, turn_index)] if request.user_text else []
+            new += [StoredMessage("tool", r.content_json, turn_index) for r in request.tool_results]
+            await self._store.append(session_id, *new)
         except VoxmeshError as exc:
             await abort(context, exc)
         span = _tracer.start_span(
@@ -79,11 +82,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                         "voxmesh.llm.provider": self._provider.name,
                         "voxmesh.llm.model": self._provider.model,
                         "voxmesh.llm.history_messages": len(history)})
-        system = request.system_prompt or self._settings.warm_system_prompt
-        messages = [ChatMessage("system", system)]
-        messages += [ChatMessage(m.role, m.content) for m in history]
-        messages.append(ChatMessage("user", request.user_text))
+        messages = build_messages(request, history, self._settings.warm_system_prompt)
         completion = Completion()
+        parser = ToolCallParser()
         finished = False
         try:
             async for delta in self._provider.stream(
@@ -92,7 +93,17 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 temperature=request.temperature,
                 completion=completion,
             ):
-                yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=delta))
+                if speakable := parser.push(delta):
+                    yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=speakable))
+            if rest := parser.finish():
+                yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=rest))
+            for call in parser.calls:
+                yield llm_pb2.GenerateEvent(tool_call=llm_pb2.ToolCall(
+                    call_id=uuid.uuid4().hex[:12], name=call.name,
+                    arguments_json=call.raw if call.error else json.dumps(call.arguments)))
+            if parser.calls:
+                completion.finish_reason = "tool_calls"
+            span.set_attribute("voxmesh.llm.tool_calls", len(parser.calls))
             finished = True
             yield llm_pb2.GenerateEvent(
                 done=llm_pb2.GenerationDone(
@@ -167,3 +178,36 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         except VoxmeshError as exc:
             await abort(context, exc)
         return llm_pb2.EndSessionResponse()
+
+
+def build_messages(
+    request: llm_pb2.GenerateRequest, history: list[StoredMessage], default_system: str
+) -> list[ChatMessage]:
+    """The chat for one Generate: system prompt (with tools), history, then the new input.
+
+    Small local models answer a tool result by repeating the call when the tool listing is
+    still in the prompt, so it is offered only for the first step of a turn (one tool round
+    per turn), and earlier tool-call messages are shown as a neutral spoken line.
+    """
+    system = request.system_prompt or default_system
+    if request.tools and not request.tool_results:
+        system += tools_system_prompt([
+            {"name": t.name, "description": t.description,
+             "parameters": json.loads(t.parameters_json_schema or "{}")}
+            for t in request.tools])
+    messages = [ChatMessage("system", system)]
+    for message in history:
+        content = message.content
+        if message.role == "assistant" and _is_tool_call_text(content):
+            content = "Let me look that up."
+        messages.append(ChatMessage(message.role, content))
+    if request.user_text:
+        messages.append(ChatMessage("user", request.user_text))
+    messages += [ChatMessage("tool", r.content_json) for r in request.tool_results]
+    return messages
+
+
+def _is_tool_call_text(text: str) -> bool:
+    parser = ToolCallParser()
+    spoken = parser.push(text) + parser.finish()
+    return bool(parser.calls) and not spoken.strip()

@@ -9,8 +9,10 @@ llama.cpp's ``tool_choice="auto"`` is broken for Qwen (the function name keeps a
     {"name": "lookup_order", "arguments": {"order_id": "1234"}}
     </tool_call>
 
-:class:`ToolCallParser` separates such blocks from the speakable text as deltas stream in, so
-nothing of a tool call is ever sent to TTS.
+Qwen's ``<tool_call>`` tags are special tokens, which llama.cpp drops when it turns tokens into
+text, so the same call often arrives as a bare JSON object at the start of a reply. Both forms
+are recognised. :class:`ToolCallParser` separates them from the speakable text as deltas
+stream in, so nothing of a tool call is ever sent to TTS.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ToolCallParser:
         """Creates an empty parser."""
         self._buffer = ""
         self._in_call = False
+        self._spoke = False
         self.calls: list[ParsedToolCall] = []
 
     def push(self, delta: str) -> str:
@@ -67,6 +70,22 @@ class ToolCallParser:
         self._buffer += delta
         speakable = []
         while True:
+            if not self._spoke and not self._in_call:
+                # A reply that opens with "{" may be a bare tool call: wait for the object.
+                stripped = self._buffer.lstrip()
+                if not stripped:
+                    break
+                if stripped.startswith("{"):
+                    end = _json_object_end(stripped)
+                    if end < 0:
+                        break
+                    call = _parse_block(stripped[:end])
+                    if call.error or not call.name:
+                        self._spoke = True  # not a tool call: speak it as text
+                        continue
+                    self.calls.append(call)
+                    self._buffer = stripped[end:]
+                    continue
             if self._in_call:
                 end = self._buffer.find(CLOSE)
                 if end < 0:
@@ -85,7 +104,10 @@ class ToolCallParser:
             speakable.append(self._buffer[: len(self._buffer) - keep])
             self._buffer = self._buffer[len(self._buffer) - keep:]
             break
-        return "".join(speakable)
+        text = "".join(speakable)
+        if text.strip():
+            self._spoke = True
+        return text
 
     def finish(self) -> str:
         """Ends the stream; returns held-back text. An unclosed call is parsed as is."""
@@ -94,7 +116,34 @@ class ToolCallParser:
             self._in_call = False
             self.calls.append(_parse_block(rest))
             return ""
+        if not self._spoke and rest.lstrip().startswith("{"):
+            call = _parse_block(rest)
+            if not call.error and call.name:
+                self.calls.append(call)
+                return ""
         return rest
+
+def _json_object_end(text: str) -> int:
+    """Index just past the JSON object that starts ``text``, or -1 if it is not complete."""
+    depth, in_string, escaped = 0, False, False
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return -1
+
 
 def _partial_tag_suffix(text: str) -> int:
     """Length of the longest suffix of ``text`` that is a prefix of ``<tool_call>``."""

@@ -10,11 +10,12 @@ flushed, and the context keeps only the words the caller heard.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +30,13 @@ from voxmesh.audio import FRAME_MS
 from voxmesh.errors import error_from_rpc
 from voxmesh.pii import redact
 from voxmesh.text import SentenceAggregator
+from voxmesh.toolcalls import ParsedToolCall
 from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2, tts_pb2
 from voxmesh_worker import instruments
 from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.playout import Playout
 from voxmesh_worker.settings import WorkerSettings
+from voxmesh_worker.tools import ToolResult, ToolRunner
 from voxmesh_worker.turn_trace import TurnTrace, start_session_span
 from voxmesh_worker.turns import TurnDetector, TurnSignal
 from voxmesh_worker.vad import SileroVAD
@@ -125,6 +128,7 @@ class CallSession:
         settings: WorkerSettings,
         vad_session: Any,
         vad_executor: Executor,
+        tools: ToolRunner | None = None,
     ) -> None:
         """Creates the session; :meth:`start` subscribes, :meth:`run` drives it."""
         self.session_id = session_id
@@ -133,6 +137,7 @@ class CallSession:
         self._settings = settings
         self._vad = SileroVAD(vad_session)
         self._vad_executor = vad_executor
+        self._tools = tools
         self._detector = TurnDetector(
             threshold=settings.vad_threshold,
             min_speech_ms=settings.min_speech_ms,
@@ -476,16 +481,10 @@ class CallSession:
                 yield request
 
         assert turn.trace is not None
-        llm_span = turn.trace.child("llm", kind=SpanKind.CLIENT)
         tts_span = turn.trace.child("tts", kind=SpanKind.CLIENT)
         self._playout.set_trace_headers(turn.index, TurnTrace.carrier(turn.trace.span))
-        llm_call = self._clients.llm.Generate(llm_pb2.GenerateRequest(
-            turn=ref, user_text=user_text, system_prompt=settings.system_prompt,
-            max_tokens=settings.max_tokens, temperature=settings.temperature),
-            metadata=TurnTrace.metadata(llm_span))
         tts_call = self._clients.tts.Synthesize(tts_input(), metadata=TurnTrace.metadata(tts_span))
         tts_reader = asyncio.create_task(self._read_tts(turn, tts_call), name="tts-reader")
-        aggregator = SentenceAggregator(first_clause_min_words=settings.first_clause_min_words)
         llm_start = time.monotonic()
 
         async def speak(sentence: str) -> None:
@@ -496,25 +495,23 @@ class CallSession:
                 text=sentence + " ")))
             await tts_requests.put(tts_pb2.SynthesizeRequest(flush=tts_pb2.Flush()))
 
+        request = llm_pb2.GenerateRequest(
+            turn=ref, user_text=user_text, system_prompt=settings.system_prompt,
+            max_tokens=settings.max_tokens, temperature=settings.temperature,
+            tools=self._tool_definitions())
         try:
-            async for event in _guarded(llm_call, "llm"):
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    if not turn.generated:
-                        turn.metrics.llm_first_token_ms = _ms(time.monotonic() - llm_start)
-                    turn.generated += event.delta.text
-                    for sentence in aggregator.push(event.delta.text):
-                        await speak(sentence)
-                elif kind == "done":
-                    turn.metrics.llm_completion_tokens = event.done.completion_tokens
-            llm_span.set_attributes({
-                "voxmesh.llm.first_token_ms": turn.metrics.llm_first_token_ms,
-                "voxmesh.llm.first_sentence_ms": turn.metrics.first_sentence_ms,
-                "voxmesh.llm.completion_tokens": turn.metrics.llm_completion_tokens})
-            llm_span.end()
-            rest = aggregator.flush()
-            if rest:
-                await speak(rest)
+            for step in range(settings.max_tool_steps + 1):
+                calls = await self._generate(turn, request, speak, llm_start)
+                if not calls:
+                    break
+                if step == settings.max_tool_steps:
+                    log.warning("session %s turn %d: tool step cap (%d) reached",
+                                self.session_id, turn.index, settings.max_tool_steps)
+                results = await self._run_tools(turn, calls, speak)
+                request = llm_pb2.GenerateRequest(
+                    turn=ref, system_prompt=settings.system_prompt,
+                    max_tokens=settings.max_tokens, temperature=settings.temperature,
+                    tools=request.tools, tool_results=results)
             await tts_requests.put(None)
             await tts_reader
             tts_span.set_attribute("voxmesh.tts.first_audio_ms", turn.metrics.tts_first_audio_ms)
@@ -527,11 +524,83 @@ class CallSession:
             await self._emit(agent_text=session_pb2.AgentText(
                 turn_index=turn.index, text=turn.generated.strip(), is_final=True))
         finally:
-            llm_call.cancel()
             tts_call.cancel()
             if not tts_reader.done():
                 tts_reader.cancel()
                 await asyncio.gather(tts_reader, return_exceptions=True)
+
+    async def _generate(
+        self, turn: Turn, request: llm_pb2.GenerateRequest,
+        speak: Callable[[str], Awaitable[None]], llm_start: float,
+    ) -> list[llm_pb2.ToolCall]:
+        """One LLM step: speaks its text as sentences complete; returns the tool calls."""
+        assert turn.trace is not None
+        llm_span = turn.trace.child("llm", kind=SpanKind.CLIENT)
+        llm_call = self._clients.llm.Generate(request, metadata=TurnTrace.metadata(llm_span))
+        aggregator = SentenceAggregator(
+            first_clause_min_words=0 if turn.generated else self._settings.first_clause_min_words)
+        calls: list[llm_pb2.ToolCall] = []
+        try:
+            async for event in _guarded(llm_call, "llm"):
+                kind = event.WhichOneof("event")
+                if kind == "delta":
+                    if not turn.metrics.llm_first_token_ms:
+                        turn.metrics.llm_first_token_ms = _ms(time.monotonic() - llm_start)
+                    turn.generated += event.delta.text
+                    for sentence in aggregator.push(event.delta.text):
+                        await speak(sentence)
+                elif kind == "tool_call":
+                    calls.append(event.tool_call)
+                elif kind == "done":
+                    turn.metrics.llm_completion_tokens += event.done.completion_tokens
+            if rest := aggregator.flush():
+                await speak(rest)
+        finally:
+            llm_call.cancel()
+            llm_span.set_attributes({
+                "voxmesh.llm.first_token_ms": turn.metrics.llm_first_token_ms,
+                "voxmesh.llm.first_sentence_ms": turn.metrics.first_sentence_ms,
+                "voxmesh.llm.tool_calls": len(calls)})
+            llm_span.end()
+        return calls
+
+    async def _run_tools(
+        self, turn: Turn, calls: list[llm_pb2.ToolCall], speak: Callable[[str], Awaitable[None]]
+    ) -> list[llm_pb2.ToolResultMessage]:
+        """Speaks the tools' filler lines at once, runs the calls concurrently, returns results."""
+        runner = self._tools
+        parsed = [_parsed_call(call) for call in calls]
+        if runner is not None:
+            for filler in dict.fromkeys(runner.filler(call.name) for call in parsed):
+                if filler:
+                    turn.generated += (" " if turn.generated else "") + filler
+                    await speak(filler)
+        trace = turn.trace
+        assert trace is not None
+
+        async def run_one(call: ParsedToolCall, call_id: str) -> llm_pb2.ToolResultMessage:
+            span = trace.child("tool")
+            span.set_attribute("voxmesh.tool.name", call.name)
+            if runner is None:
+                result = ToolResult(call.name, "rejected", "this agent has no tools")
+            else:
+                result = await runner.run(call)
+            span.set_attribute("voxmesh.tool.status", result.status)
+            span.end()
+            log.info("session %s turn %d: tool %s -> %s (%d ms)", self.session_id, turn.index,
+                     call.name, result.status, result.duration_ms)
+            return llm_pb2.ToolResultMessage(call_id=call_id, name=call.name,
+                                             content_json=result.to_message())
+
+        return list(await asyncio.gather(
+            *(run_one(call, raw.call_id) for call, raw in zip(parsed, calls, strict=True))))
+
+    def _tool_definitions(self) -> list[llm_pb2.ToolDefinition]:
+        if self._tools is None:
+            return []
+        return [llm_pb2.ToolDefinition(name=t.name, description=t.description,
+                                       parameters_json_schema=json.dumps(t.parameters))
+                for t in self._tools.definitions]
 
     async def _read_tts(self, turn: Turn, call: Any) -> None:
         async for response in _guarded(call, "tts"):
@@ -589,6 +658,18 @@ class CallSession:
                 if segment.turn_offset_ms + end <= heard_ms:
                     words.append(word)
         return " ".join(words)
+
+
+def _parsed_call(call: llm_pb2.ToolCall) -> ParsedToolCall:
+    """The worker's view of an LLM tool call; unreadable arguments become a rejection."""
+    try:
+        arguments = json.loads(call.arguments_json or "{}")
+    except json.JSONDecodeError:
+        return ParsedToolCall(call.name, raw=call.arguments_json,
+                              error="tool call arguments are not valid JSON")
+    if not isinstance(arguments, dict):
+        return ParsedToolCall(call.name, error="tool call arguments must be an object")
+    return ParsedToolCall(call.name, arguments)
 
 
 async def _guarded(call: AsyncIterator[Any], component: str) -> AsyncIterator[Any]:

@@ -41,6 +41,8 @@ class WorkerSettings(CommonSettings):
     tts_voice: str = ""
     speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)
     max_tokens: int = Field(default=120, ge=1, le=4096)
+    #: Tool rounds (call, result, continue) the LLM may take in one turn.
+    max_tool_steps: int = Field(default=2, ge=0, le=10)
     temperature: float = Field(default=0.3, ge=0, le=2)
     #: Seconds active calls get to finish after SIGTERM before they are ended.
     drain_timeout_s: float = Field(default=30.0, gt=0)

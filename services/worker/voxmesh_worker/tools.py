@@ -56,6 +56,11 @@ class ToolRunner:
         """The agent's tools."""
         return list(self._tools.values())
 
+    def filler(self, name: str) -> str:
+        """The line spoken while tool ``name`` runs ("" for none or unknown tools)."""
+        tool = self._tools.get(name)
+        return tool.filler if tool else ""
+
     def validate(self, call: ParsedToolCall) -> str | None:
         """Returns why the call must not run, or None when it may."""
         if call.error:

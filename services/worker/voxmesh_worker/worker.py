@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from voxmesh import __version__, subjects
+from voxmesh.agent import load_agent
 from voxmesh.metrics import meter
 from voxmesh.natsconn import connect_nats
 from voxmesh.v1 import common_pb2, session_pb2
@@ -31,6 +32,7 @@ from voxmesh_worker import instruments
 from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.session import CallSession
 from voxmesh_worker.settings import WorkerSettings
+from voxmesh_worker.tools import ToolRunner
 from voxmesh_worker.vad import load_vad_session
 
 log = logging.getLogger("voxmesh.worker")
@@ -52,6 +54,8 @@ class Worker:
         self._dispatch_sub: Any = None
         self._stop = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._tools = (ToolRunner(load_agent(settings.agent_file).tools)
+                       if settings.agent_file is not None else None)
         meter("worker").create_observable_gauge(
             "voxmesh.worker.state", callbacks=[self._observe_state],
             description="1 for the worker's current state (warming, idle, busy, draining)")
@@ -159,6 +163,7 @@ class Worker:
             settings=self.settings,
             vad_session=self._vad_session,
             vad_executor=self._vad_executor,
+            tools=self._tools,
         )
         await session.start()
         task = asyncio.create_task(session.run(), name=f"session-{request.session_id[:8]}")

@@ -22,11 +22,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """Returns a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Returns a TCP port that is free on 127.0.0.1 now and was not handed out before.
+
+    The kernel may offer the same ephemeral port twice in a row once the probing socket is
+    closed; remembering what this process handed out keeps a stack's ports distinct.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def nats_server_binary() -> str:
