@@ -21,7 +21,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-
 _handed_out: set[int] = set()
 
 
