@@ -35,7 +35,7 @@ def test_example_agents_are_valid(path: Path) -> None:
 
 def test_good_file_loads(tmp_path: Path) -> None:
     agent = load_agent(_write(tmp_path, GOOD))
-    assert agent.tools[0].name == "lookup" and agent.turn_taking.min_endpointing_ms == 320
+    assert agent.tools[0].name == "lookup" and agent.turn_taking.min_endpointing_ms == 448
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ the worker reads it from ``VOXMESH_WORKER_AGENT_FILE``. Examples: ``services/wor
     system_prompt: You are the host of Trattoria Roma...
     greeting: Trattoria Roma, how can I help you?
     voice: {voice: en_US-joe-medium, speaking_rate: 1.0}
-    turn_taking: {min_endpointing_ms: 320, max_endpointing_ms: 2000}
+    turn_taking: {min_endpointing_ms: 448, max_endpointing_ms: 2000}
     tools:
       - name: book_table
         description: Book a table.
@@ -57,7 +57,7 @@ class TurnTakingSettings(_Strict):
     #: A pause this long sends the utterance to STT speculatively.
     speculative_pause_ms: int = Field(default=160, ge=32, le=5000)
     #: Silence that ends a turn.
-    min_endpointing_ms: int = Field(default=320, ge=64, le=10000)
+    min_endpointing_ms: int = Field(default=448, ge=64, le=10000)
     #: Longest the agent waits for a caller who seems to have more to say.
     max_endpointing_ms: int = Field(default=2000, ge=64, le=30000)
     #: Ask the LLM to tag each answer as complete/incomplete (seed guide 5.8.5).

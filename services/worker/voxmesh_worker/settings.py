@@ -56,8 +56,9 @@ class WorkerSettings(CommonSettings):
     min_speech_ms: int = Field(default=96, ge=32)
     #: A pause this long sends the utterance to STT speculatively.
     speculative_pause_ms: int = Field(default=160, ge=32)
-    #: A pause this long ends the user's turn.
-    endpoint_silence_ms: int = Field(default=320, ge=64)
+    #: A pause this long ends the user's turn. People pause ~300 ms at a comma (Piper's comma
+    #: pause measures 320-330 ms); 448 ms leaves a margin. Smarter turn detection can lower it.
+    endpoint_silence_ms: int = Field(default=448, ge=64)
     #: Audio kept before detected speech onset, so the first syllable is not clipped.
     preroll_ms: int = Field(default=320, ge=0, le=2000)
     #: The first piece of an answer goes to TTS at a comma once it has this many words. At 1,
