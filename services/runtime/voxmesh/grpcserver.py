@@ -16,19 +16,25 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from voxmesh.config import GrpcServiceSettings
-from voxmesh.errors import initialize_error_metrics
+from voxmesh.config import GrpcServiceSettings, load_settings
+from voxmesh.errors import ConfigError, initialize_error_metrics
+from voxmesh.logs import setup_logging
 from voxmesh.metrics import setup_metrics
+from voxmesh.providers import ProviderBase
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("voxmesh.grpc")
 
 Registrar = Callable[[grpc.aio.Server], None]
+SettingsT = TypeVar("SettingsT", bound=GrpcServiceSettings)
+ProviderT = TypeVar("ProviderT", bound=ProviderBase)
+ServicerT = TypeVar("ServicerT")
 
 
 @dataclass
@@ -118,3 +124,33 @@ def run_app(app: GrpcApp) -> None:
     except (ConnectionError, RuntimeError, OSError) as exc:
         log.error("%s cannot start: %s", app.name, exc)
         raise SystemExit(1) from None
+
+
+def serve_provider_service(
+    name: str,
+    settings_cls: type[SettingsT],
+    create_provider: Callable[[SettingsT], ProviderT],
+    create_servicer: Callable[[ProviderT, SettingsT], ServicerT],
+    add_servicer: Callable[[ServicerT, grpc.aio.Server], None],
+    service_name: str,
+) -> None:
+    """Entry point of a model service (stt, tts): one provider behind one servicer.
+
+    Loads and validates settings, picks the provider (a bad provider name exits with a clear
+    line), loads the model before reporting SERVING, and drains on SIGTERM.
+    """
+    settings = load_settings(settings_cls)
+    setup_logging(name, settings.log_level, settings.log_format)
+    try:
+        provider = create_provider(settings)
+    except ConfigError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    servicer = create_servicer(provider, settings)
+    run_app(GrpcApp(
+        name=name,
+        service_names=[service_name],
+        register=lambda server: add_servicer(servicer, server),
+        settings=settings,
+        on_start=provider.load,
+        on_stop=provider.aclose,
+    ))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from voxmesh.config import load_settings
-from voxmesh.errors import ConfigError
-from voxmesh.grpcserver import GrpcApp, run_app
-from voxmesh.logs import setup_logging
+from voxmesh.grpcserver import serve_provider_service
 from voxmesh.v1 import stt_pb2, stt_pb2_grpc
 from voxmesh_stt.providers import create_provider
 from voxmesh_stt.service import SpeechToTextServicer
@@ -14,22 +11,14 @@ from voxmesh_stt.settings import STTSettings
 
 def main() -> None:
     """Starts the STT service."""
-    settings = load_settings(STTSettings)
-    setup_logging("stt", settings.log_level, settings.log_format)
-    try:
-        provider = create_provider(settings)
-    except ConfigError as exc:
-        raise SystemExit(f"stt: {exc}") from None
-    servicer = SpeechToTextServicer(provider, settings)
-    app = GrpcApp(
-        name="stt",
-        service_names=[stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name],
-        register=lambda server: stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, server),
-        settings=settings,
-        on_start=provider.load,
-        on_stop=provider.aclose,
+    serve_provider_service(
+        "stt",
+        STTSettings,
+        create_provider,
+        SpeechToTextServicer,
+        stt_pb2_grpc.add_SpeechToTextServicer_to_server,
+        stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name,
     )
-    run_app(app)
 
 
 if __name__ == "__main__":
