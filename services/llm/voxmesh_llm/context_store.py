@@ -27,6 +27,8 @@ class StoredMessage:
     content: str
     turn_index: int = 0
     interrupted: bool = False
+    #: An assistant message that only called tools (shown to the model as a neutral line).
+    tool_call: bool = False
 
 
 def validate_session_id(session_id: str) -> None:

@@ -85,6 +85,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         messages = build_messages(request, history, self._settings.warm_system_prompt)
         completion = Completion()
         parser = ToolCallParser()
+        spoken = ""
         finished = False
         try:
             async for delta in self._provider.stream(
@@ -94,8 +95,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 completion=completion,
             ):
                 if speakable := parser.push(delta):
+                    spoken += speakable
                     yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=speakable))
             if rest := parser.finish():
+                spoken += rest
                 yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=rest))
             for call in parser.calls:
                 yield llm_pb2.GenerateEvent(tool_call=llm_pb2.ToolCall(
@@ -136,7 +139,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             if text:
                 await asyncio.shield(self._store.append(
                     session_id,
-                    StoredMessage("assistant", text, turn_index, interrupted=not finished),
+                    StoredMessage("assistant", text, turn_index, interrupted=not finished,
+                                  tool_call=bool(parser.calls) and not spoken.strip()),
                 ))
 
     async def CommitHeard(  # noqa: N802 - gRPC method name
@@ -197,17 +201,9 @@ def build_messages(
             for t in request.tools])
     messages = [ChatMessage("system", system)]
     for message in history:
-        content = message.content
-        if message.role == "assistant" and _is_tool_call_text(content):
-            content = "Let me look that up."
+        content = "Let me look that up." if message.tool_call else message.content
         messages.append(ChatMessage(message.role, content))
     if request.user_text:
         messages.append(ChatMessage("user", request.user_text))
     messages += [ChatMessage("tool", r.content_json) for r in request.tool_results]
     return messages
-
-
-def _is_tool_call_text(text: str) -> bool:
-    parser = ToolCallParser()
-    spoken = parser.push(text) + parser.finish()
-    return bool(parser.calls) and not spoken.strip()

@@ -138,6 +138,10 @@ class CallSession:
         self._vad = SileroVAD(vad_session)
         self._vad_executor = vad_executor
         self._tools = tools
+        self._tool_definitions = [
+            llm_pb2.ToolDefinition(name=t.name, description=t.description,
+                                   parameters_json_schema=json.dumps(t.parameters))
+            for t in (tools.definitions if tools is not None else [])]
         self._detector = TurnDetector(
             threshold=settings.vad_threshold,
             min_speech_ms=settings.min_speech_ms,
@@ -498,7 +502,7 @@ class CallSession:
         request = llm_pb2.GenerateRequest(
             turn=ref, user_text=user_text, system_prompt=settings.system_prompt,
             max_tokens=settings.max_tokens, temperature=settings.temperature,
-            tools=self._tool_definitions())
+            tools=self._tool_definitions)
         try:
             for step in range(settings.max_tool_steps + 1):
                 calls = await self._generate(turn, request, speak, llm_start)
@@ -594,13 +598,6 @@ class CallSession:
 
         return list(await asyncio.gather(
             *(run_one(call, raw.call_id) for call, raw in zip(parsed, calls, strict=True))))
-
-    def _tool_definitions(self) -> list[llm_pb2.ToolDefinition]:
-        if self._tools is None:
-            return []
-        return [llm_pb2.ToolDefinition(name=t.name, description=t.description,
-                                       parameters_json_schema=json.dumps(t.parameters))
-                for t in self._tools.definitions]
 
     async def _read_tts(self, turn: Turn, call: Any) -> None:
         async for response in _guarded(call, "tts"):

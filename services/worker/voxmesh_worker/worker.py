@@ -24,7 +24,6 @@ from nats.aio.msg import Msg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from voxmesh import __version__, subjects
-from voxmesh.agent import load_agent
 from voxmesh.metrics import meter
 from voxmesh.natsconn import connect_nats
 from voxmesh.v1 import common_pb2, session_pb2
@@ -41,8 +40,13 @@ log = logging.getLogger("voxmesh.worker")
 class Worker:
     """Dispatch, capacity, heartbeats and drain for the sessions of one process."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
-        """Creates the worker; :meth:`run` connects and serves."""
+    def __init__(self, settings: WorkerSettings, tools: ToolRunner | None = None) -> None:
+        """Creates the worker; :meth:`run` connects and serves.
+
+        Args:
+            settings: Worker settings (with the agent file's values applied).
+            tools: The agent's tools, shared by every session; None for an agent without tools.
+        """
         self.settings = settings
         self.state = "warming"
         self._nc: NatsClient | None = None
@@ -54,8 +58,7 @@ class Worker:
         self._dispatch_sub: Any = None
         self._stop = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._tools = (ToolRunner(load_agent(settings.agent_file).tools)
-                       if settings.agent_file is not None else None)
+        self._tools = tools
         meter("worker").create_observable_gauge(
             "voxmesh.worker.state", callbacks=[self._observe_state],
             description="1 for the worker's current state (warming, idle, busy, draining)")
