@@ -411,6 +411,16 @@ class WebRTCCaller:
 
         return await self._wait_until(check, timeout, "a matching event")
 
+    async def wait_greeting(self, timeout: float = 30.0) -> str:
+        """Waits until the agent's greeting (if it has one) has been played; returns its text."""
+        started = await self.wait_event(lambda e: "started" in e, timeout=timeout)
+        greeting = str(started["started"].get("greeting", ""))
+        if greeting:
+            await self.wait_event(
+                lambda e: e.get("agent_text", {}).get("is_final", False)
+                and not e["agent_text"].get("turn_index"), timeout=timeout)
+        return greeting
+
     async def hangup(self, wait_s: float = 3.0) -> None:
         """Tells the edge to end the call, waits for it to close (``wait_s`` at most), closes."""
         channel, pc = self.channel, self.pc

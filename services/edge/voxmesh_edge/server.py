@@ -444,7 +444,8 @@ class Call:
             log.warning("call %s: unreadable MediaControl", self.session_id)
             return
         if control.HasField("clear"):
-            dropped = self.track.clear(control.clear.turn_index)
+            # A pause keeps the turn: its audio may resume from where the caller stopped hearing.
+            dropped = self.track.clear(0 if control.clear.pause else control.clear.turn_index)
             log.debug(
                 "call %s: clear (turn %d), dropped %.0f ms",
                 self.session_id,

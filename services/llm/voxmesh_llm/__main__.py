@@ -44,6 +44,7 @@ def main() -> None:
         await provider.load()
 
     async def stop() -> None:
+        await servicer.close()
         await provider.aclose()
         if "nc" in holder:
             await holder["nc"].drain()

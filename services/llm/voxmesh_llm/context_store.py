@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from voxmesh.errors import InvalidInputError, NotFoundError, UnavailableError
+from voxmesh_llm.history import StoredMessage, trim
+
+__all__ = ["Change", "ContextStore", "StoredMessage", "validate_session_id"]
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
-
-@dataclass
-class StoredMessage:
-    """A message in a session's context."""
-
-    role: str
-    content: str
-    turn_index: int = 0
-    interrupted: bool = False
-    #: An assistant message that only called tools (shown to the model as a neutral line).
-    tool_call: bool = False
+#: Turns the stored messages into the new ones; None leaves the context as it is.
+Change = Callable[[list[StoredMessage]], list[StoredMessage] | None]
 
 
 def validate_session_id(session_id: str) -> None:
@@ -37,6 +32,12 @@ def validate_session_id(session_id: str) -> None:
         raise InvalidInputError(
             "session_id must be 1-128 characters of letters, digits, '-' or '_'",
             reason="SESSION_ID_INVALID", field="turn.session_id", component="llm")
+
+
+def _not_found(session_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"unknown session {session_id!r}: it has no stored context",
+        reason="SESSION_NOT_FOUND", field="session_id", component="llm")
 
 
 class ContextStore:
@@ -67,66 +68,57 @@ class ContextStore:
             return [], None
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return [], None
-        return [StoredMessage(**m) for m in json.loads(entry.value)], entry.revision
+        return [StoredMessage.from_dict(m) for m in json.loads(entry.value)], entry.revision
 
     async def require(self, session_id: str) -> list[StoredMessage]:
         """Like :meth:`load`, but an unknown session is a NOT_FOUND error."""
         messages, revision = await self.load(session_id)
         if revision is None:
-            raise NotFoundError(
-                f"unknown session {session_id!r}: it has no stored context",
-                reason="SESSION_NOT_FOUND", field="session_id", component="llm")
+            raise _not_found(session_id)
         return messages
 
-    async def append(self, session_id: str, *messages: StoredMessage) -> None:
-        """Appends messages, retrying on concurrent writers."""
+    async def append(self, session_id: str, *messages: StoredMessage) -> list[StoredMessage]:
+        """Appends messages, retrying on concurrent writers; returns the stored messages."""
+        return await self.modify(session_id, lambda current: [*current, *messages])
 
-        def change(current: list[StoredMessage]) -> list[StoredMessage]:
-            return [*current, *messages]
+    async def modify(
+        self, session_id: str, change: Change, *, must_exist: bool = False
+    ) -> list[StoredMessage]:
+        """Applies ``change`` with compare-and-set, re-running it when another writer won.
 
-        await self._modify(session_id, change)
+        Args:
+            session_id: The session.
+            change: Called with the current messages (possibly several times); may raise.
+            must_exist: An unknown session is a NOT_FOUND error instead of a new context.
 
-    async def replace_assistant(
-        self, session_id: str, turn_index: int, text: str, interrupted: bool
-    ) -> None:
-        """Replaces the assistant message of a turn (the text the caller actually heard)."""
-        found = False
+        Returns:
+            The messages now stored.
 
-        def change(current: list[StoredMessage]) -> list[StoredMessage]:
-            nonlocal found
-            out = []
-            for message in current:
-                if message.role == "assistant" and message.turn_index == turn_index:
-                    found = True
-                    message = StoredMessage("assistant", text, turn_index, interrupted)
-                out.append(message)
-            if not found:
-                out.append(StoredMessage("assistant", text, turn_index, interrupted))
-                found = True
-            return out
-
-        await self.require(session_id)
-        await self._modify(session_id, change)
-
-    async def delete(self, session_id: str) -> None:
-        """Deletes a session's context; unknown sessions are NOT_FOUND."""
-        await self.require(session_id)
-        await self._kv.delete(session_id)
-
-    async def _modify(self, session_id: str, change: object) -> None:
+        Raises:
+            NotFoundError: ``must_exist`` and the session has no context.
+        """
         validate_session_id(session_id)
         for _ in range(10):
             current, revision = await self.load(session_id)
-            updated = change(current)  # type: ignore[operator]
-            # Trim oldest turns; the system prompt is not stored, so nothing essential is lost.
-            updated = updated[-self._max_messages :]
+            if revision is None and must_exist:
+                raise _not_found(session_id)
+            updated = change(current)
+            if updated is None:
+                return current
+            # Last resort against unbounded growth (summaries normally keep well below it).
+            updated = trim(updated, self._max_messages)
             payload = json.dumps([asdict(m) for m in updated]).encode()
             try:
                 if revision is None:
                     await self._kv.create(session_id, payload)
                 else:
                     await self._kv.update(session_id, payload, last=revision)
-                return
+                return updated
             except KeyWrongLastSequenceError:
                 continue
         raise RuntimeError(f"context of {session_id} changed concurrently 10 times in a row")
+
+    async def delete(self, session_id: str) -> None:
+        """Deletes a session's context; unknown sessions are NOT_FOUND."""
+        await self.require(session_id)
+        await self._kv.delete(session_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
 
 import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -14,11 +15,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
 from voxmesh.metrics import meter
 from voxmesh.telemetry import extract, tracer
-from voxmesh.toolcalls import ToolCallParser, tools_system_prompt
+from voxmesh.toolcalls import tools_system_prompt
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
+from voxmesh_llm import history as ops
 from voxmesh_llm.context_store import ContextStore, StoredMessage, validate_session_id
 from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
+from voxmesh_llm.reply import Reply, reply_events, verdict_event
 from voxmesh_llm.settings import LLMSettings
+from voxmesh_llm.summary import Summarizer
+from voxmesh_llm.turn_completion import COMPLETE, TURN_COMPLETION_PROMPT
 
 log = logging.getLogger("voxmesh.llm")
 _tracer = tracer("llm")
@@ -42,6 +47,13 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self._provider = provider
         self._store = store
         self._settings = settings
+        self._summarizer = Summarizer(
+            provider, store, token_budget=settings.context_token_budget,
+            keep_messages=settings.summary_keep_messages, tracer=_tracer)
+
+    async def close(self) -> None:
+        """Cancels background work (summaries); called on shutdown."""
+        await self._summarizer.close()
 
     def _validate(self, request: llm_pb2.GenerateRequest) -> None:
         validate_session_id(request.turn.session_id)
@@ -70,10 +82,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         try:
             self._validate(request)
             session_id, turn_index = request.turn.session_id, request.turn.turn_index
-            history, _ = await self._store.load(session_id)
-            new = [StoredMessage("user", request.user_text, turn_index)] if request.user_text else []
-            new += [StoredMessage("tool", r.content_json, turn_index) for r in request.tool_results]
-            await self._store.append(session_id, *new)
+            results = [(r.call_id, r.content_json) for r in request.tool_results]
+            history = await self._store.modify(session_id, lambda current: ops.add_input(
+                current, turn_index, request.user_text, results))
         except VoxmeshError as exc:
             await abort(context, exc)
         span = _tracer.start_span(
@@ -82,32 +93,41 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                         "voxmesh.llm.provider": self._provider.name,
                         "voxmesh.llm.model": self._provider.model,
                         "voxmesh.llm.history_messages": len(history)})
-        messages = build_messages(request, history, self._settings.warm_system_prompt)
+        # Marks are asked for on the caller's words only: a tool-result step continues a turn
+        # the caller has already finished.
+        turn_marks = request.turn_completion and bool(request.user_text)
+        messages = build_messages(request, history, self._settings.warm_system_prompt,
+                                  turn_marks=turn_marks)
         completion = Completion()
-        parser = ToolCallParser()
-        spoken = ""
-        finished = False
+        reply = Reply()
+        finished = stored = False
+        self._summarizer.generation_started()
         try:
-            async for delta in self._provider.stream(
+            if request.turn_completion and not turn_marks:
+                reply.verdict = COMPLETE
+                yield verdict_event(COMPLETE)
+            deltas = self._provider.stream(
                 messages,
                 max_tokens=request.max_tokens or 160,
                 temperature=request.temperature,
                 completion=completion,
-            ):
-                if speakable := parser.push(delta):
-                    spoken += speakable
-                    yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=speakable))
-            if rest := parser.finish():
-                spoken += rest
-                yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=rest))
-            for call in parser.calls:
-                yield llm_pb2.GenerateEvent(tool_call=llm_pb2.ToolCall(
-                    call_id=uuid.uuid4().hex[:12], name=call.name,
-                    arguments_json=call.raw if call.error else json.dumps(call.arguments)))
-            if parser.calls:
+            )
+            async with aclosing(reply_events(deltas, reply, turn_marks=turn_marks)) as events:
+                async for event in events:
+                    yield event
+            if reply.incomplete:
+                completion.finish_reason = "stop"  # not "cancelled": the model's own decision
+            elif reply.calls:
                 completion.finish_reason = "tool_calls"
-            span.set_attribute("voxmesh.llm.tool_calls", len(parser.calls))
+            span.set_attribute("voxmesh.llm.tool_calls", len(reply.calls))
+            if reply.verdict is not None:
+                span.set_attribute("voxmesh.llm.turn_completion",
+                                   llm_pb2.TurnCompletion.Verdict.Name(reply.verdict))
             finished = True
+            # Stored before `done`: the worker runs a tool once the stream ends, and a fast
+            # tool's result (next Generate) must find the call and its placeholder in place.
+            await self._store_reply(request, reply, interrupted=False)
+            stored = True
             yield llm_pb2.GenerateEvent(
                 done=llm_pb2.GenerationDone(
                     finish_reason=_FINISH.get(completion.finish_reason,
@@ -133,28 +153,72 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 _FIRST_TOKEN.record(completion.first_token_ms)
             _TOKENS.add(completion.prompt_tokens, {"kind": "prompt"})
             _TOKENS.add(completion.completion_tokens, {"kind": "completion"})
-            # Store what was generated, even when the client went away mid-answer (barge-in);
-            # the worker replaces it with the heard text through CommitHeard.
-            text = completion.text.strip()
-            if text:
-                await asyncio.shield(self._store.append(
-                    session_id,
-                    StoredMessage("assistant", text, turn_index, interrupted=not finished,
-                                  tool_call=bool(parser.calls) and not spoken.strip()),
-                ))
+            try:
+                # Store what was generated, even when the client went away mid-answer
+                # (barge-in); the worker replaces it with the heard text through CommitHeard.
+                if not stored:
+                    await asyncio.shield(self._store_reply(request, reply, interrupted=True))
+            finally:
+                self._summarizer.generation_finished(session_id, span.get_span_context())
+
+    async def _store_reply(
+        self, request: llm_pb2.GenerateRequest, reply: Reply, *, interrupted: bool
+    ) -> None:
+        session_id, turn_index = request.turn.session_id, request.turn.turn_index
+        text = reply.spoken.strip()
+        if reply.incomplete:
+            # The caller had not finished: the worker sends their merged words as a later turn.
+            await self._store.modify(session_id, lambda current: ops.remove_user_message(
+                current, turn_index, request.user_text))
+        elif reply.calls:
+            await self._store.append(session_id, *ops.tool_step(
+                turn_index, text, reply.calls, interrupted=interrupted))
+        elif text:
+            await self._store.append(
+                session_id, StoredMessage("assistant", text, turn_index, interrupted))
 
     async def CommitHeard(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.CommitHeardRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.CommitHeardResponse:
         """See ``llm.proto``."""
+        turn = request.turn
         try:
-            await self._store.replace_assistant(
-                request.turn.session_id, request.turn.turn_index, request.heard_text,
-                request.interrupted,
-            )
+            await self._store.modify(turn.session_id, lambda current: ops.set_heard(
+                current, turn.turn_index, request.heard_text, request.interrupted))
         except VoxmeshError as exc:
             await abort(context, exc)
         return llm_pb2.CommitHeardResponse()
+
+    async def DiscardTurn(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.DiscardTurnRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.DiscardTurnResponse:
+        """See ``llm.proto``."""
+        removed = 0
+
+        def change(current: list[StoredMessage]) -> list[StoredMessage] | None:
+            nonlocal removed
+            kept = ops.discard_turn(current, request.turn.turn_index)
+            removed = len(current) - len(kept)
+            return kept if removed else None
+
+        try:
+            await self._store.modify(request.turn.session_id, change, must_exist=True)
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        return llm_pb2.DiscardTurnResponse(removed=removed)
+
+    async def CommitToolResults(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.CommitToolResultsRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CommitToolResultsResponse:
+        """See ``llm.proto``."""
+        results = [(r.call_id, r.content_json) for r in request.results]
+        try:
+            await self._store.modify(request.turn.session_id, lambda current: (
+                ops.apply_tool_results(current, request.turn.turn_index, results, strict=True)),
+                must_exist=True)
+        except VoxmeshError as exc:
+            await abort(context, exc)
+        return llm_pb2.CommitToolResultsResponse()
 
     async def GetContext(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.GetContextRequest, context: grpc.aio.ServicerContext
@@ -167,8 +231,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         return llm_pb2.Context(
             session_id=request.session_id,
             messages=[
-                llm_pb2.ContextMessage(role=m.role, content=m.content, turn_index=m.turn_index,
-                                       interrupted=m.interrupted)
+                llm_pb2.ContextMessage(
+                    role=m.role, content=m.content, turn_index=m.turn_index,
+                    interrupted=m.interrupted, call_id=m.call_id,
+                    tool_calls_json=json.dumps(m.tool_calls) if m.tool_calls else "")
                 for m in messages
             ],
         )
@@ -181,29 +247,48 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             await self._store.delete(request.session_id)
         except VoxmeshError as exc:
             await abort(context, exc)
+        self._summarizer.forget(request.session_id)
         return llm_pb2.EndSessionResponse()
 
 
 def build_messages(
-    request: llm_pb2.GenerateRequest, history: list[StoredMessage], default_system: str
+    request: llm_pb2.GenerateRequest, history: list[StoredMessage], default_system: str,
+    *, turn_marks: bool = False,
 ) -> list[ChatMessage]:
-    """The chat for one Generate: system prompt (with tools), history, then the new input.
+    """The chat for one Generate: system prompt, then the stored history (with the new input).
 
-    Small local models answer a tool result by repeating the call when the tool listing is
-    still in the prompt, so it is offered only for the first step of a turn (one tool round
-    per turn), and earlier tool-call messages are shown as a neutral spoken line.
+    The agent's system prompt stays the first, stable part of the prompt (the provider's prefix
+    cache); a stored summary of older turns is appended to it, as Qwen's template wants a
+    single system message first. Small local models answer a tool result by repeating the call
+    when the tool listing is still in the prompt, so it is offered only for the first step of a
+    turn (one tool round per turn), and earlier tool-call messages without text are shown as a
+    neutral spoken line.
+
+    Args:
+        request: The Generate request (system prompt, tools).
+        history: The stored messages, ending with this request's input.
+        default_system: System prompt when the request has none.
+        turn_marks: Ask for a turn-completion mark at the start of the reply.
     """
     system = request.system_prompt or default_system
+    for summary in (m for m in history if m.role == "system"):
+        system += f"\n\n{summary.content}"
+    greeting = " ".join(m.content for m in history if m.role == "assistant" and m.turn_index == 0)
+    if greeting.strip():
+        system += f'\n\nThe call began with you saying: "{greeting.strip()}"'
     if request.tools and not request.tool_results:
         system += tools_system_prompt([
             {"name": t.name, "description": t.description,
              "parameters": json.loads(t.parameters_json_schema or "{}")}
             for t in request.tools])
+    if turn_marks:
+        system += TURN_COMPLETION_PROMPT
     messages = [ChatMessage("system", system)]
     for message in history:
-        content = "Let me look that up." if message.tool_call else message.content
+        if message.role == "system" or (message.role == "assistant" and message.turn_index == 0):
+            continue
+        content = message.content
+        if message.tool_calls and not content.strip():
+            content = ops.TOOL_CALL_LINE
         messages.append(ChatMessage(message.role, content))
-    if request.user_text:
-        messages.append(ChatMessage("user", request.user_text))
-    messages += [ChatMessage("tool", r.content_json) for r in request.tool_results]
     return messages

@@ -27,7 +27,12 @@ class LLMSettings(GrpcServiceSettings):
     cpu_threads: int = Field(default=2, ge=1, le=64)
     max_tokens_limit: int = Field(default=512, ge=1)
     max_user_text_chars: int = Field(default=4000, ge=1)
-    #: Messages of history kept per session (older ones are dropped, oldest first).
+    #: Messages of history kept per session (older ones are dropped, oldest first). A last
+    #: resort: summaries normally keep the history well below it.
     max_history_messages: int = Field(default=20, ge=2)
+    #: Tokens of stored history above which the older turns are summarized in the background.
+    context_token_budget: int = Field(default=900, ge=1)
+    #: The most recent messages, never summarized.
+    summary_keep_messages: int = Field(default=6, ge=1)
     #: Hours a session's context survives without activity.
     context_ttl_hours: float = Field(default=24.0, gt=0)

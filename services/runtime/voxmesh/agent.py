@@ -56,12 +56,18 @@ class TurnTakingSettings(_Strict):
     min_speech_ms: int = Field(default=96, ge=32, le=2000)
     #: A pause this long sends the utterance to STT speculatively.
     speculative_pause_ms: int = Field(default=160, ge=32, le=5000)
-    #: Silence that ends a turn.
+    #: Silence that ends a turn that sounds finished.
     min_endpointing_ms: int = Field(default=448, ge=64, le=10000)
-    #: Longest the agent waits for a caller who seems to have more to say.
-    max_endpointing_ms: int = Field(default=2000, ge=64, le=30000)
-    #: Ask the LLM to tag each answer as complete/incomplete (seed guide 5.8.5).
+    #: Silence the agent waits for a caller who stopped mid-sentence or mid-number (○).
+    max_endpointing_ms: int = Field(default=5000, ge=64, le=30000)
+    #: Silence the agent waits for a caller who asked for time ("hold on", ◐).
+    long_pause_ms: int = Field(default=10000, ge=64, le=60000)
+    #: Text rules on the transcript ("a table for", "my number is 555") spot unfinished turns.
+    text_turn_detection: bool = True
+    #: Ask the LLM to start each answer with a turn-completion mark ✓ ○ ◐ (seed guide 5.8.5).
     turn_completion_tags: bool = False
+    #: Caller sound shorter than this never interrupts the agent (coughs, clicks, bursts).
+    min_interruption_ms: int = Field(default=320, ge=0, le=5000)
 
     @model_validator(mode="after")
     def _ordered(self) -> TurnTakingSettings:
@@ -99,7 +105,13 @@ class ToolDefinition(_Strict):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     #: Spoken at once while the tool runs, e.g. "One moment while I check that."
     filler: str = ""
-    #: The caller interrupting cancels the call.
+    #: Spoken if the tool is still running after ``watchdog_s``.
+    watchdog_line: str = "Still working on it, thanks for waiting."
+    watchdog_s: float = Field(default=4.0, gt=0, le=300)
+    #: Spoken when the tool fails or times out (the error result stays in context).
+    error_line: str = "Sorry, I couldn't get that done just now. Please try again in a moment."
+    #: The caller interrupting cancels the call (CANCELLED result). If false the call runs to
+    #: completion in the background and its result replaces the IN_PROGRESS placeholder.
     interruptible: bool = True
 
     @field_validator("parameters")

@@ -21,3 +21,11 @@ ERRORS = _meter.create_counter(
     "voxmesh.errors", description="Errors reported to callers (attributes component, code)")
 ACTIVE_SESSIONS = _meter.create_up_down_counter(
     "voxmesh.sessions.active", description="Calls in progress on this worker")
+FALSE_INTERRUPTIONS = _meter.create_counter(
+    "voxmesh.false_interruptions",
+    description="Caller sounds that paused the agent but were not interruptions (noise, uh-huh)")
+UNFINISHED_TURNS = _meter.create_counter(
+    "voxmesh.turns.unfinished",
+    description="Turns judged unfinished (attribute verdict, source): the agent waited for more")
+TOOL_CALLS = _meter.create_counter(
+    "voxmesh.tool_calls", description="Tool calls by outcome (attributes tool, status)")

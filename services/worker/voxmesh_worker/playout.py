@@ -4,6 +4,11 @@ The worker, not the edge, owns the playout clock: it publishes 20 ms frames at r
 (plus a small lead to absorb scheduling jitter). That makes "what has the caller heard" a local
 question (how many frames of this turn were published), and barge-in a local action (stop
 publishing, tell the edge to drop its small buffer).
+
+Caller sound while the agent talks first *pauses* playout: the frames sent ahead of real time
+(not heard yet) go back to the front of the queue, the edge drops its buffer, and publishing
+stops. If the sound turns out to be a real interruption, :meth:`clear` drops the rest; if it
+was noise or "uh-huh", :meth:`resume` carries on from the word the caller last heard.
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ class Playout:
         self._published_ms: dict[int, int] = {}
         self._sequence = 0
         self._trace_headers: dict[int, dict[str, str]] = {}
+        self._lead_frames = -(-lead_ms // FRAME_MS)
+        #: Recently published frames: the ones a pause takes back.
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=self._lead_frames + 1)
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume` (or :meth:`clear`)."""
+        return self._paused
 
     def set_trace_headers(self, turn_index: int, headers: dict[str, str]) -> None:
         """Trace context sent with a turn's first frame, so the edge joins the turn's trace."""
@@ -79,12 +93,43 @@ class Playout:
         """Milliseconds of a turn's audio published so far."""
         return self._published_ms.get(turn_index, 0)
 
+    def heard_ms(self, turn_index: int) -> int:
+        """Milliseconds of a turn's audio the caller has heard (published minus the lead)."""
+        lead = 0 if self._paused else self._lead_frames * FRAME_MS
+        return max(0, self.published_ms(turn_index) - lead)
+
+    async def pause(self, turn_index: int) -> int:
+        """Stops playout, keeping what was not heard yet; returns the heard milliseconds."""
+        if not self._paused:
+            self._paused = True
+            # Frames published ahead of real time were not heard yet: take them back.
+            for _ in range(self._lead_frames):
+                if not self._recent or self._recent[-1][0] != turn_index:
+                    break
+                self._frames.appendleft(self._recent.pop())
+                self._published_ms[turn_index] -= FRAME_MS
+            self._recent.clear()
+            await self._send_clear(turn_index, pause=True)
+        return self.published_ms(turn_index)
+
+    def resume(self) -> None:
+        """Carries on after :meth:`pause` (the caller's sound was not an interruption)."""
+        if self._paused:
+            self._paused = False
+            self._wake.set()
+
     async def clear(self, turn_index: int) -> None:
         """Drops queued audio and tells the edge to drop its buffer (barge-in)."""
         self._frames.clear()
         self._framer.clear()
+        self._recent.clear()
+        self._paused = False
         self._drained.set()
-        control = session_pb2.MediaControl(clear=session_pb2.ClearPlayout(turn_index=turn_index))
+        await self._send_clear(turn_index, pause=False)
+
+    async def _send_clear(self, turn_index: int, *, pause: bool) -> None:
+        control = session_pb2.MediaControl(
+            clear=session_pb2.ClearPlayout(turn_index=turn_index, pause=pause))
         await self._nc.publish(
             subjects.media_control(self._session_id), control.SerializeToString()
         )
@@ -97,6 +142,11 @@ class Playout:
         """Publishes frames at real-time pace until cancelled."""
         due: float | None = None
         while True:
+            if self._paused:
+                due = None
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             if not self._frames:
                 self._drained.set()
                 due = None
@@ -111,6 +161,7 @@ class Playout:
                 await asyncio.sleep(wait)
                 continue
             turn_index, frame = self._frames.popleft()
+            self._recent.append((turn_index, frame))
             chunk = common_pb2.AudioChunk(
                 data=frame, sequence=self._sequence, timestamp_ms=self._sequence * FRAME_MS
             )

@@ -2,9 +2,18 @@
 
 It is the only place that knows about turns. Audio from the edge goes through VAD and
 turn-taking; speech is streamed to STT; when the caller's turn ends, the transcript goes to the
-LLM, sentences go to TTS as they complete, and audio is paced back to the edge. Caller speech
-while the agent is answering interrupts it: the LLM and TTS streams are cancelled, playout is
-flushed, and the context keeps only the words the caller heard.
+LLM (:mod:`.answer`), sentences go to TTS as they complete (:mod:`.speech`), and audio is paced
+back to the edge (:mod:`.playout`).
+
+Three rules keep the conversation honest:
+
+* Nothing the caller says is lost. If they go on talking after an endpoint (or the turn looks
+  unfinished, :mod:`.turn_completion`), the unanswered words are carried into the next turn.
+* Caller sound while the agent talks pauses the agent at once; it is then judged
+  (:mod:`.interruptions`). Noise and "uh-huh" resume the agent where it paused; anything else
+  cancels the answer.
+* The context keeps only what the caller heard: an interrupted answer is cut at the last word
+  played out before the pause.
 """
 
 from __future__ import annotations
@@ -15,9 +24,8 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -29,57 +37,24 @@ from voxmesh import subjects
 from voxmesh.audio import FRAME_MS
 from voxmesh.errors import error_from_rpc
 from voxmesh.pii import redact
-from voxmesh.text import SentenceAggregator
-from voxmesh.toolcalls import ParsedToolCall
-from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2, tts_pb2
+from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2
 from voxmesh_worker import instruments
+from voxmesh_worker.answer import CallerNotDone, TurnAnswer
 from voxmesh_worker.clients import ServiceClients
+from voxmesh_worker.interruptions import HeldPlayout, is_backchannel
 from voxmesh_worker.playout import Playout
 from voxmesh_worker.settings import WorkerSettings
-from voxmesh_worker.tools import ToolResult, ToolRunner
+from voxmesh_worker.speech import INTERNAL_FORMAT, ServiceCallError, Turn, TurnSpeech, ms_since
+from voxmesh_worker.tools import ToolRunner
+from voxmesh_worker.turn_completion import Verdict, classify, merge_utterances
 from voxmesh_worker.turn_trace import TurnTrace, start_session_span
 from voxmesh_worker.turns import TurnDetector, TurnSignal
-from voxmesh_worker.vad import SileroVAD
+from voxmesh_worker.vad import WINDOW_MS, SileroVAD
 
 log = logging.getLogger("voxmesh.worker.session")
 
-INTERNAL_FORMAT = common_pb2.AudioFormat(
-    encoding=common_pb2.AUDIO_ENCODING_PCM16, sample_rate_hz=16000, channels=1
-)
 State = session_pb2.AgentState.State
-
-
-def _ms(seconds: float) -> int:
-    return max(0, int(round(seconds * 1000)))
-
-
-@dataclass
-class _Segment:
-    """A sentence of the agent's answer, with estimated word timings relative to its audio."""
-
-    text: str
-    turn_offset_ms: int
-    words: list[tuple[str, int, int]] = field(default_factory=list)
-
-
-@dataclass
-class Turn:
-    """One exchange: the caller's utterance and the agent's answer."""
-
-    index: int
-    transcript: asyncio.Future[str]
-    speech_end: float
-    speech_end_wall: float
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    decided_at: float = 0.0
-    metrics: session_pb2.TurnMetrics = field(default_factory=session_pb2.TurnMetrics)
-    segments: list[_Segment] = field(default_factory=list)
-    audio_ms: int = 0
-    generated: str = ""
-    first_sentence_at: float = 0.0
-    trace: TurnTrace | None = None
-    playout_span: Span | None = None
-
+_TRANSCRIPT_TIMEOUT_S = 15
 
 _STAGE_FIELDS = ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "first_sentence_ms",
                  "tts_first_audio_ms", "edge_first_packet_ms")
@@ -97,21 +72,11 @@ def _record_turn_metrics(metrics: session_pb2.TurnMetrics, interrupted: bool) ->
             instruments.STAGE.record(value, {"stage": name.removesuffix("_ms")})
 
 
-class ServiceCallError(Exception):
-    """A call to a model service failed; the turn is lost but the call goes on."""
-
-    def __init__(self, component: str, exc: grpc.RpcError) -> None:
-        detail = error_from_rpc(exc)
-        detail.component = detail.component or component
-        detail.message = f"{component} failed: {detail.message}"
-        super().__init__(detail.message)
-        self.detail = detail
-
-
 class SessionFatalError(Exception):
     """The call cannot go on (e.g. STT is gone)."""
 
     def __init__(self, detail: common_pb2.ErrorDetail) -> None:
+        """Carries the error reported to the caller."""
         super().__init__(detail.message)
         self.detail = detail
 
@@ -161,9 +126,17 @@ class CallSession:
         self._stt_sequence = 0
         self._last_speech = 0.0
         self._last_speech_wall = 0.0
+        #: Index of the last turn the agent answered (turn 0 is the greeting).
         self._turn_index = 0
+        #: The turn being answered, and its voice.
         self._turn: Turn | None = None
+        self._speech: TurnSpeech | None = None
         self._turn_task: asyncio.Task[None] | None = None
+        #: Transcripts of utterances not answered yet; the next turn answers them together.
+        self._carried: list[asyncio.Future[str]] = []
+        #: Agent audio paused by caller sound that is still being judged.
+        self._held: HeldPlayout | None = None
+        self._judge_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscriptions: list[Any] = []
         self._ended = asyncio.Event()
@@ -192,11 +165,14 @@ class CallSession:
         self._session_span = start_session_span(
             self.session_id, self._settings.agent, self._settings.worker_id)
         await self._emit(started=session_pb2.SessionStarted(
-            worker_id=self._settings.worker_id, agent=self._settings.agent))
+            worker_id=self._settings.worker_id, agent=self._settings.agent,
+            greeting=self._settings.greeting))
         await self._set_state(State.STATE_LISTENING)
         self._spawn(self._playout.run(), "playout")
         self._spawn(self._audio_loop(), "audio")
         self._spawn(self._stt_loop(), "stt")
+        if self._settings.greeting:
+            self._turn_task = asyncio.create_task(self._greet(), name="greeting")
         try:
             await self._ended.wait()
         finally:
@@ -210,9 +186,10 @@ class CallSession:
             self._ended.set()
 
     async def _shutdown(self) -> None:
-        if self._turn_task is not None:
-            self._turn_task.cancel()
-            await asyncio.gather(self._turn_task, return_exceptions=True)
+        for task in (self._judge_task, self._turn_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for sub in self._subscriptions:
             await sub.unsubscribe()
         await self._stt_requests.put(None)
@@ -235,7 +212,8 @@ class CallSession:
                                                "voxmesh.session.end_reason": self._end_reason})
             self._session_span.end()
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Runs a task the session owns: cancelled at shutdown, its failure ends the call."""
         task = asyncio.create_task(coro, name=f"{self.session_id[:8]}-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -246,13 +224,13 @@ class CallSession:
             return
         exc = task.exception()
         if isinstance(exc, SessionFatalError):
-            asyncio.get_running_loop().create_task(self._fatal(exc.detail))
+            self._spawn(self._fatal(exc.detail), "fatal")
         elif exc is not None:
             log.error("session %s task %s failed", self.session_id, task.get_name(),
                       exc_info=exc)
             detail = common_pb2.ErrorDetail(reason="WORKER_INTERNAL", component="worker",
                                             message=f"internal error in {task.get_name()}")
-            asyncio.get_running_loop().create_task(self._fatal(detail))
+            self._spawn(self._fatal(detail), "fatal")
 
     async def _emit_error(self, detail: common_pb2.ErrorDetail, fatal: bool) -> None:
         instruments.ERRORS.add(1, {"component": detail.component or "worker",
@@ -316,6 +294,7 @@ class CallSession:
                 if probability >= self._settings.vad_threshold:
                     self._last_speech = time.monotonic()
                     self._last_speech_wall = time.time()
+                    await self._count_held_speech()
                 signal = self._detector.update(probability)
                 if signal is TurnSignal.SPEECH_STARTED:
                     await self._on_speech_started()
@@ -341,9 +320,34 @@ class CallSession:
         # The pre-roll holds the onset the VAD needed min_speech_ms to be sure about.
         while self._preroll:
             await self._send_audio(self._preroll.popleft())
-        if self._turn_task is not None and not self._turn_task.done():
-            log.debug("speech onset while answering; recent VAD %s", self._recent_probabilities)
-            await self._interrupt()
+        task, turn, speech = self._turn_task, self._turn, self._speech
+        if task is None or task.done() or turn is None or turn.finished_speaking:
+            return
+        if speech is not None and speech.audible:
+            if self._held is None:
+                # Stop the agent's audio now (fast barge-in); what the sound was is judged
+                # when it ends.
+                heard_ms = await self._playout.pause(turn.index)
+                self._held = HeldPlayout(turn.index, heard_ms, time.monotonic(),
+                                         speech_ms=self._settings.min_speech_ms)
+                if turn.trace is not None:
+                    turn.trace.span.add_event("playout.paused", {"voxmesh.heard_ms": heard_ms})
+                log.debug("speech onset while speaking; recent VAD %s",
+                          self._recent_probabilities)
+        else:
+            # Nothing audible yet: the caller is still talking. Drop the answer in the making;
+            # its words are carried into the turn this speech will end.
+            await self._cancel_turn()
+
+    async def _count_held_speech(self) -> None:
+        held = self._held
+        if held is None:
+            return
+        held.speech_ms += WINDOW_MS
+        if held.speech_ms >= max(self._settings.sure_interruption_ms,
+                                 self._settings.min_interruption_ms):
+            # Long speech is an interruption whatever its words; stop generating now.
+            await self._confirm_interruption()
 
     async def _request_final(self, speculative: bool) -> asyncio.Future[str]:
         request_id = uuid.uuid4().hex[:12]
@@ -360,7 +364,8 @@ class CallSession:
     async def _on_pause(self) -> None:
         # Speculative STT: transcribe what was said so far while waiting to see whether the
         # caller goes on. STT keeps the audio, so if they do, the next final covers it all.
-        self._speculative = await self._request_final(speculative=True)
+        if self._settings.speculative_stt:
+            self._speculative = await self._request_final(speculative=True)
 
     async def _on_end_of_turn(self) -> None:
         # The pause that preceded the endpoint already asked for the whole utterance; use that
@@ -380,12 +385,22 @@ class CallSession:
         )
         turn.metrics.turn_index = turn.index
         turn.metrics.turn_id = turn.id
-        turn.metrics.endpointing_ms = _ms(turn.decided_at - turn.speech_end)
+        turn.metrics.endpointing_ms = max(0, round((turn.decided_at - turn.speech_end) * 1000))
         turn.trace, self._pending_trace = self._user_turn_trace(), None
         turn.trace.record("endpointing", turn.speech_end_wall, time.time(),
                           **{"voxmesh.endpointing.silence_ms": self._settings.endpoint_silence_ms})
-        self._turn = turn
-        self._turn_task = asyncio.create_task(self._run_turn(turn), name=f"turn-{turn.index}")
+        held = self._held
+        if held is None:
+            self._start_turn(turn)
+        elif held.speech_ms < self._settings.min_interruption_ms:
+            await self._resume(held, turn, "too short to be an interruption")
+        elif self._judge_task is not None and not self._judge_task.done():
+            # A second utterance while the first is judged: the caller is taking the floor.
+            self._judge_task.cancel()
+            await self._confirm_interruption()
+            self._start_turn(turn)
+        else:
+            self._judge_task = asyncio.create_task(self._judge(held, turn), name="judge")
 
     async def _stt_loop(self) -> None:
         async def requests() -> AsyncIterator[stt_pb2.RecognizeRequest]:
@@ -420,24 +435,77 @@ class CallSession:
         if not self._ended.is_set():
             raise SessionFatalError(detail)
 
-    # ----------------------------------------------------------------- answering
+    # ----------------------------------------------------------------- interruptions
 
-    async def _interrupt(self) -> None:
+    async def _judge(self, held: HeldPlayout, turn: Turn) -> None:
+        """Caller sound paused the agent: resume it, or let the caller have the floor."""
+        try:
+            text = await asyncio.wait_for(asyncio.shield(turn.transcript),
+                                          _TRANSCRIPT_TIMEOUT_S)
+        except TimeoutError:
+            text = ""
+        if is_backchannel(text):
+            if self._detector.user_speaking:
+                return  # they went on talking: the next endpoint judges again
+            await self._resume(held, turn, f"backchannel {text!r}" if text else "no words")
+            return
+        await self._confirm_interruption()
+        self._start_turn(turn)
+
+    async def _resume(self, held: HeldPlayout, turn: Turn, why: str) -> None:
+        """A false interruption: the agent carries on from where it paused."""
+        self._held = None
+        self._playout.resume()
+        instruments.FALSE_INTERRUPTIONS.add(1)
+        log.info("session %s: agent resumes after %d ms of caller sound (%s)", self.session_id,
+                 held.speech_ms, why)
+        answering = self._turn
+        if answering is not None and answering.trace is not None:
+            answering.trace.span.add_event("playout.resumed", {"voxmesh.reason": why})
+        if turn.trace is not None:
+            turn.trace.span.set_attribute("voxmesh.turn.false_interruption", True)
+            turn.trace.finish(turn_index=0, interrupted=False, discarded=True,
+                              voice_to_voice_ms=0, metrics={})
+
+    async def _confirm_interruption(self) -> None:
+        if self._held is not None:
+            self._held = None
+            await self._cancel_turn()
+
+    async def _cancel_turn(self) -> None:
         task = self._turn_task
         if task is None or task.done():
             return
-        log.info("session %s: barge-in on turn %d", self.session_id,
+        log.info("session %s: caller speech cancels turn %d", self.session_id,
                  self._turn.index if self._turn else 0)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    async def _run_turn(self, turn: Turn) -> None:
+    # ----------------------------------------------------------------- answering
+
+    def _start_turn(self, turn: Turn) -> None:
+        carried, self._carried = self._carried, []
+        previous = self._turn_task
+        self._turn_task = asyncio.create_task(
+            self._run_turn(turn, carried, previous), name=f"turn-{turn.index}")
+
+    async def _run_turn(self, turn: Turn, carried: list[asyncio.Future[str]],
+                        previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            # The last answer has been heard in full and is only being recorded.
+            await asyncio.gather(previous, return_exceptions=True)
+        self._turn, self._speech = turn, None
         interrupted = False
         try:
-            user_text = (await asyncio.wait_for(asyncio.shield(turn.transcript), 15)).strip()
-            turn.metrics.stt_final_ms = _ms(time.monotonic() - turn.speech_end)
+            texts = [await asyncio.wait_for(asyncio.shield(t), _TRANSCRIPT_TIMEOUT_S)
+                     for t in [*carried, turn.transcript]]
+            turn.metrics.stt_final_ms = ms_since(turn.speech_end)
+            user_text = merge_utterances(texts)
             if not user_text:
                 return  # noise, or words Whisper could not make out: keep listening
+            if self._settings.text_turn_detection and (verdict := classify(user_text)) in (
+                    Verdict.INCOMPLETE_SHORT, Verdict.INCOMPLETE_LONG):
+                await self._wait_for_more(turn, verdict, "text")
             self._turn_index = turn.index
             self._trace_text(turn, "voxmesh.turn.user_text", user_text)
             await self._emit(user_transcript=session_pb2.UserTranscript(
@@ -445,9 +513,12 @@ class CallSession:
             await self._set_state(State.STATE_THINKING)
             await self._answer(turn, user_text)
         except asyncio.CancelledError:
-            if self._turn_index == turn.index:  # an answer was under way
+            speech = self._speech if self._turn is turn else None
+            if speech is not None and speech.audible:
                 interrupted = True
-                await asyncio.shield(self._on_interrupted(turn))
+                await asyncio.shield(self._on_interrupted(turn, speech))
+            else:
+                await asyncio.shield(self._carry_over(turn, carried))
             raise
         except ServiceCallError as exc:
             log.warning("session %s turn %d failed: %s %s", self.session_id, turn.index,
@@ -456,7 +527,7 @@ class CallSession:
         except TimeoutError:
             await self._emit_error(common_pb2.ErrorDetail(
                 reason="STT_FINAL_TIMEOUT", component="stt",
-                message="no final transcript within 15 s"), fatal=False)
+                message=f"no final transcript within {_TRANSCRIPT_TIMEOUT_S} s"), fatal=False)
         finally:
             if not interrupted and not self._ended.is_set():
                 await self._set_state(State.STATE_LISTENING)
@@ -471,208 +542,127 @@ class CallSession:
                     voice_to_voice_ms=turn.metrics.voice_to_voice_ms,
                     metrics={name: getattr(turn.metrics, name) for name in _STAGE_FIELDS})
 
+    async def _wait_for_more(self, turn: Turn, verdict: Verdict, source: str) -> None:
+        """The caller seems unfinished: wait for them (speech onset cancels this turn)."""
+        wait_ms = (self._settings.max_endpointing_ms if verdict is Verdict.INCOMPLETE_SHORT
+                   else self._settings.long_pause_ms)
+        remaining = turn.speech_end + wait_ms / 1000 - time.monotonic()
+        instruments.UNFINISHED_TURNS.add(1, {"verdict": verdict.name.lower(), "source": source})
+        log.info("session %s: turn looks unfinished (%s by %s); waiting %.1f s for more",
+                 self.session_id, verdict.value, source, max(0.0, remaining))
+        await self._set_state(State.STATE_LISTENING)
+        span = turn.trace.child("turn_completion.wait") if turn.trace else None
+        if span is not None:
+            span.set_attributes({"voxmesh.turn_completion.verdict": verdict.value,
+                                 "voxmesh.turn_completion.source": source})
+        try:
+            await asyncio.sleep(max(0.0, remaining))
+        finally:
+            if span is not None:
+                span.end()
+        # The caller stayed silent: answer what they said, measured from now.
+        turn.speech_end = time.monotonic()
+        turn.speech_end_wall = time.time()
+
     async def _answer(self, turn: Turn, user_text: str) -> None:
-        settings = self._settings
-        ref = common_pb2.TurnRef(session_id=self.session_id, turn_index=turn.index,
-                                 turn_id=turn.id)
-        tts_requests: asyncio.Queue[tts_pb2.SynthesizeRequest | None] = asyncio.Queue()
+        async with TurnSpeech(turn, session_id=self.session_id, clients=self._clients,
+                              settings=self._settings, playout=self._playout,
+                              on_sentence_audio=self._on_sentence_audio(turn)) as speech:
+            self._speech = speech
+            answer = TurnAnswer(turn, speech, session_id=self.session_id, clients=self._clients,
+                                settings=self._settings, tools=self._tools,
+                                tool_definitions=self._tool_definitions, keep_running=self._spawn)
+            try:
+                await answer.run(user_text, ask_turn_completion=self._settings.turn_completion_tags)
+            except CallerNotDone as exc:
+                await self._wait_for_more(turn, exc.verdict, "llm")
+                await self._set_state(State.STATE_THINKING)
+                await answer.run(user_text, ask_turn_completion=False)
+            await speech.finish()
+        turn.finished_speaking = True
+        if turn.playout_span is not None:
+            turn.playout_span.end()
+        spoken = speech.spoken_text()
+        self._trace_text(turn, "voxmesh.turn.agent_text", spoken)
+        await self._emit(agent_text=session_pb2.AgentText(
+            turn_index=turn.index, text=spoken, is_final=True))
+        # The context gets what was said: filler and apology lines included.
+        await self._commit_heard(turn, spoken, interrupted=False)
 
-        async def tts_input() -> AsyncIterator[tts_pb2.SynthesizeRequest]:
-            yield tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
-                turn=ref, format=INTERNAL_FORMAT, voice=settings.tts_voice,
-                speaking_rate=settings.speaking_rate))
-            while (request := await tts_requests.get()) is not None:
-                yield request
-
-        assert turn.trace is not None
-        tts_span = turn.trace.child("tts", kind=SpanKind.CLIENT)
-        self._playout.set_trace_headers(turn.index, TurnTrace.carrier(turn.trace.span))
-        tts_call = self._clients.tts.Synthesize(tts_input(), metadata=TurnTrace.metadata(tts_span))
-        tts_reader = asyncio.create_task(self._read_tts(turn, tts_call), name="tts-reader")
-        llm_start = time.monotonic()
-
-        async def speak(sentence: str) -> None:
-            if not turn.first_sentence_at:
-                turn.first_sentence_at = time.monotonic()
-                turn.metrics.first_sentence_ms = _ms(turn.first_sentence_at - llm_start)
-            await tts_requests.put(tts_pb2.SynthesizeRequest(text=tts_pb2.TextChunk(
-                text=sentence + " ")))
-            await tts_requests.put(tts_pb2.SynthesizeRequest(flush=tts_pb2.Flush()))
-
-        request = llm_pb2.GenerateRequest(
-            turn=ref, user_text=user_text, system_prompt=settings.system_prompt,
-            max_tokens=settings.max_tokens, temperature=settings.temperature,
-            tools=self._tool_definitions)
-        try:
-            for step in range(settings.max_tool_steps + 1):
-                calls = await self._generate(turn, request, speak, llm_start)
-                if not calls:
-                    break
-                if step == settings.max_tool_steps:
-                    log.warning("session %s turn %d: tool step cap (%d) reached",
-                                self.session_id, turn.index, settings.max_tool_steps)
-                results = await self._run_tools(turn, calls, speak)
-                request = llm_pb2.GenerateRequest(
-                    turn=ref, system_prompt=settings.system_prompt,
-                    max_tokens=settings.max_tokens, temperature=settings.temperature,
-                    tools=request.tools, tool_results=results)
-            await tts_requests.put(None)
-            await tts_reader
-            tts_span.set_attribute("voxmesh.tts.first_audio_ms", turn.metrics.tts_first_audio_ms)
-            tts_span.end()
-            self._playout.end_turn(turn.index)
-            await self._playout.wait_drained()
-            if turn.playout_span is not None:
-                turn.playout_span.end()
-            self._trace_text(turn, "voxmesh.turn.agent_text", turn.generated.strip())
+    def _on_sentence_audio(self, turn: Turn) -> Any:
+        async def callback(spoken_so_far: str) -> None:
+            await self._set_state(State.STATE_SPEAKING)
             await self._emit(agent_text=session_pb2.AgentText(
-                turn_index=turn.index, text=turn.generated.strip(), is_final=True))
-        finally:
-            tts_call.cancel()
-            if not tts_reader.done():
-                tts_reader.cancel()
-                await asyncio.gather(tts_reader, return_exceptions=True)
+                turn_index=turn.index, text=spoken_so_far, is_final=False))
+        return callback
 
-    async def _generate(
-        self, turn: Turn, request: llm_pb2.GenerateRequest,
-        speak: Callable[[str], Awaitable[None]], llm_start: float,
-    ) -> list[llm_pb2.ToolCall]:
-        """One LLM step: speaks its text as sentences complete; returns the tool calls."""
-        assert turn.trace is not None
-        llm_span = turn.trace.child("llm", kind=SpanKind.CLIENT)
-        llm_call = self._clients.llm.Generate(request, metadata=TurnTrace.metadata(llm_span))
-        aggregator = SentenceAggregator(
-            first_clause_min_words=0 if turn.generated else self._settings.first_clause_min_words)
-        calls: list[llm_pb2.ToolCall] = []
+    async def _greet(self) -> None:
+        """Speaks the agent's greeting as turn 0; the context records what was heard of it."""
+        now = time.monotonic()
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        done.set_result("")
+        turn = Turn(index=0, transcript=done, speech_end=now, speech_end_wall=0.0)
+        self._turn, self._speech = turn, None
+        greeting = self._settings.greeting
         try:
-            async for event in _guarded(llm_call, "llm"):
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    if not turn.metrics.llm_first_token_ms:
-                        turn.metrics.llm_first_token_ms = _ms(time.monotonic() - llm_start)
-                    turn.generated += event.delta.text
-                    for sentence in aggregator.push(event.delta.text):
-                        await speak(sentence)
-                elif kind == "tool_call":
-                    calls.append(event.tool_call)
-                elif kind == "done":
-                    turn.metrics.llm_completion_tokens += event.done.completion_tokens
-            if rest := aggregator.flush():
-                await speak(rest)
+            async with TurnSpeech(turn, session_id=self.session_id, clients=self._clients,
+                                  settings=self._settings, playout=self._playout,
+                                  on_sentence_audio=self._on_sentence_audio(turn)) as speech:
+                self._speech = speech
+                turn.generated = greeting
+                await speech.say(greeting)
+                await speech.finish()
+            turn.finished_speaking = True
+            await self._emit(agent_text=session_pb2.AgentText(
+                turn_index=0, text=greeting, is_final=True))
+            await self._commit_heard(turn, greeting, interrupted=False)
+        except asyncio.CancelledError:
+            if self._speech is not None and self._speech.audible:
+                await asyncio.shield(self._on_interrupted(turn, self._speech))
+            raise
+        except ServiceCallError as exc:
+            await self._emit_error(exc.detail, fatal=False)
         finally:
-            llm_call.cancel()
-            llm_span.set_attributes({
-                "voxmesh.llm.first_token_ms": turn.metrics.llm_first_token_ms,
-                "voxmesh.llm.first_sentence_ms": turn.metrics.first_sentence_ms,
-                "voxmesh.llm.tool_calls": len(calls)})
-            llm_span.end()
-        return calls
-
-    async def _run_tools(
-        self, turn: Turn, calls: list[llm_pb2.ToolCall], speak: Callable[[str], Awaitable[None]]
-    ) -> list[llm_pb2.ToolResultMessage]:
-        """Speaks the tools' filler lines at once, runs the calls concurrently, returns results."""
-        runner = self._tools
-        parsed = [_parsed_call(call) for call in calls]
-        if runner is not None:
-            for filler in dict.fromkeys(runner.filler(call.name) for call in parsed):
-                if filler:
-                    turn.generated += (" " if turn.generated else "") + filler
-                    await speak(filler)
-        trace = turn.trace
-        assert trace is not None
-
-        async def run_one(call: ParsedToolCall, call_id: str) -> llm_pb2.ToolResultMessage:
-            span = trace.child("tool")
-            span.set_attribute("voxmesh.tool.name", call.name)
-            if runner is None:
-                result = ToolResult(call.name, "rejected", "this agent has no tools")
-            else:
-                result = await runner.run(call)
-            span.set_attribute("voxmesh.tool.status", result.status)
-            span.end()
-            log.info("session %s turn %d: tool %s -> %s (%d ms)", self.session_id, turn.index,
-                     call.name, result.status, result.duration_ms)
-            return llm_pb2.ToolResultMessage(call_id=call_id, name=call.name,
-                                             content_json=result.to_message())
-
-        return list(await asyncio.gather(
-            *(run_one(call, raw.call_id) for call, raw in zip(parsed, calls, strict=True))))
-
-    async def _read_tts(self, turn: Turn, call: Any) -> None:
-        async for response in _guarded(call, "tts"):
-            kind = response.WhichOneof("response")
-            if kind != "audio":
-                continue
-            audio = response.audio
-            if not turn.metrics.tts_first_audio_ms and turn.first_sentence_at:
-                turn.metrics.tts_first_audio_ms = _ms(time.monotonic() - turn.first_sentence_at)
-            if audio.text:  # first chunk of a segment
-                turn.segments.append(_Segment(audio.text, turn.audio_ms))
-                await self._set_state(State.STATE_SPEAKING)
-                spoken = " ".join(s.text for s in turn.segments)
-                await self._emit(agent_text=session_pb2.AgentText(
-                    turn_index=turn.index, text=spoken, is_final=False))
-            if audio.words and turn.segments:
-                segment = turn.segments[-1]
-                segment.words.extend((w.word, w.start_ms, w.end_ms) for w in audio.words)
-            turn.audio_ms += len(audio.chunk.data) * 1000 // 32000
-            self._playout.enqueue(turn.index, audio.chunk.data)
+            if not self._ended.is_set() and self._turn is turn:
+                await self._set_state(State.STATE_LISTENING)
 
     def _on_first_frame(self, turn_index: int) -> None:
         turn = self._turn
-        if turn is not None and turn.index == turn_index:
-            turn.metrics.voice_to_voice_ms = _ms(time.monotonic() - turn.speech_end)
+        if turn is not None and turn.index == turn_index and turn_index > 0:
+            turn.metrics.voice_to_voice_ms = ms_since(turn.speech_end)
             if turn.trace is not None:
                 turn.playout_span = turn.trace.child("playout")
 
-    async def _on_interrupted(self, turn: Turn) -> None:
+    async def _on_interrupted(self, turn: Turn, speech: TurnSpeech) -> None:
+        heard = speech.heard_text()  # before the clear: the playout knows the pause point
         await self._playout.clear(turn.index)
-        heard = self._heard_text(turn)
-        try:
-            await self._clients.llm.CommitHeard(llm_pb2.CommitHeardRequest(
-                turn=common_pb2.TurnRef(session_id=self.session_id, turn_index=turn.index,
-                                        turn_id=turn.id),
-                heard_text=heard, interrupted=True), timeout=2)
-        except grpc.RpcError as exc:
-            log.warning("commit of heard text failed: %s", error_from_rpc(exc).message)
+        await self._commit_heard(turn, heard, interrupted=True)
         self._trace_text(turn, "voxmesh.turn.agent_text", heard)
         await self._emit(agent_text=session_pb2.AgentText(
             turn_index=turn.index, text=heard, is_final=True, interrupted=True))
         await self._set_state(State.STATE_LISTENING)
 
+    async def _carry_over(self, turn: Turn, carried: list[asyncio.Future[str]]) -> None:
+        """The caller went on before hearing an answer: keep their words for the next turn."""
+        self._carried = [*carried, turn.transcript, *self._carried]
+        if self._turn_index == turn.index:  # the LLM had started: forget its half-turn
+            self._turn_index = turn.index - 1
+            try:
+                await self._clients.llm.DiscardTurn(
+                    llm_pb2.DiscardTurnRequest(turn=turn.ref(self.session_id)), timeout=2)
+            except grpc.RpcError as exc:
+                log.warning("discarding turn %d failed: %s", turn.index,
+                            error_from_rpc(exc).message)
+
+    async def _commit_heard(self, turn: Turn, text: str, *, interrupted: bool) -> None:
+        try:
+            await self._clients.llm.CommitHeard(llm_pb2.CommitHeardRequest(
+                turn=turn.ref(self.session_id), heard_text=text, interrupted=interrupted),
+                timeout=2)
+        except grpc.RpcError as exc:
+            log.warning("commit of heard text failed: %s", error_from_rpc(exc).message)
+
     def _trace_text(self, turn: Turn, attribute: str, text: str) -> None:
         """Records what was said on the turn span, redacted, only when the agent opts in."""
         if self._settings.trace_transcripts and turn.trace is not None:
             turn.trace.span.set_attribute(attribute, redact(text))
-
-    def _heard_text(self, turn: Turn) -> str:
-        """Words whose (estimated) end was played out before the interruption."""
-        heard_ms = self._playout.published_ms(turn.index) - self._settings.playout_lead_ms
-        words = []
-        for segment in turn.segments:
-            for word, _start, end in segment.words:
-                if segment.turn_offset_ms + end <= heard_ms:
-                    words.append(word)
-        return " ".join(words)
-
-
-def _parsed_call(call: llm_pb2.ToolCall) -> ParsedToolCall:
-    """The worker's view of an LLM tool call; unreadable arguments become a rejection."""
-    try:
-        arguments = json.loads(call.arguments_json or "{}")
-    except json.JSONDecodeError:
-        return ParsedToolCall(call.name, raw=call.arguments_json,
-                              error="tool call arguments are not valid JSON")
-    if not isinstance(arguments, dict):
-        return ParsedToolCall(call.name, error="tool call arguments must be an object")
-    return ParsedToolCall(call.name, arguments)
-
-
-async def _guarded(call: AsyncIterator[Any], component: str) -> AsyncIterator[Any]:
-    """Iterates a gRPC stream, naming the service in any failure."""
-    try:
-        async for item in call:
-            yield item
-    except grpc.RpcError as exc:
-        raise ServiceCallError(component, exc) from exc

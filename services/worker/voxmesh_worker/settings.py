@@ -59,6 +59,22 @@ class WorkerSettings(CommonSettings):
     #: A pause this long ends the user's turn. People pause ~300 ms at a comma (Piper's comma
     #: pause measures 320-330 ms); 448 ms leaves a margin. Smarter turn detection can lower it.
     endpoint_silence_ms: int = Field(default=448, ge=64)
+    #: How long to wait for a caller who stopped mid-sentence (○) or asked for time (◐).
+    max_endpointing_ms: int = Field(default=5000, ge=64)
+    long_pause_ms: int = Field(default=10000, ge=64)
+    #: Text rules on the transcript spot unfinished turns ("my number is 555.").
+    text_turn_detection: bool = True
+    #: Ask the LLM for turn-completion marks (✓ ○ ◐); needs a capable model.
+    turn_completion_tags: bool = False
+    #: Caller sound shorter than this never interrupts the agent.
+    min_interruption_ms: int = Field(default=320, ge=0)
+    #: While the agent's audio is paused by caller speech, this much speech confirms the
+    #: interruption without waiting for its transcript.
+    sure_interruption_ms: int = Field(default=1200, ge=0)
+    #: Spoken when the call starts (the agent file's greeting).
+    greeting: str = ""
+    #: Disable to measure what speculative STT saves (bench only).
+    speculative_stt: bool = True
     #: Audio kept before detected speech onset, so the first syllable is not clipped.
     preroll_ms: int = Field(default=320, ge=0, le=2000)
     #: The first piece of an answer goes to TTS at a comma once it has this many words. At 1,
@@ -84,4 +100,10 @@ def apply_agent(settings: WorkerSettings, agent: AgentDefinition) -> WorkerSetti
         "min_speech_ms": turns.min_speech_ms,
         "speculative_pause_ms": turns.speculative_pause_ms,
         "endpoint_silence_ms": turns.min_endpointing_ms,
+        "max_endpointing_ms": turns.max_endpointing_ms,
+        "long_pause_ms": turns.long_pause_ms,
+        "text_turn_detection": turns.text_turn_detection,
+        "turn_completion_tags": turns.turn_completion_tags,
+        "min_interruption_ms": turns.min_interruption_ms,
+        "greeting": agent.greeting,
     })

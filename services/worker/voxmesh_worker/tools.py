@@ -56,10 +56,20 @@ class ToolRunner:
         """The agent's tools."""
         return list(self._tools.values())
 
-    def filler(self, name: str) -> str:
-        """The line spoken while tool ``name`` runs ("" for none or unknown tools)."""
+    def tool_line(self, name: str, kind: Literal["filler", "watchdog_line", "error_line"]) -> str:
+        """What the agent says around tool ``name`` ("" for unknown tools)."""
         tool = self._tools.get(name)
-        return tool.filler if tool else ""
+        return str(getattr(tool, kind)) if tool else ""
+
+    def watchdog_s(self, name: str) -> float:
+        """Seconds before the watchdog line is spoken for a still-running call."""
+        tool = self._tools.get(name)
+        return tool.watchdog_s if tool else 4.0
+
+    def interruptible(self, name: str) -> bool:
+        """Whether barge-in cancels a call of this tool (unknown tools: yes)."""
+        tool = self._tools.get(name)
+        return tool.interruptible if tool else True
 
     def validate(self, call: ParsedToolCall) -> str | None:
         """Returns why the call must not run, or None when it may."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from voxmesh.providers import ProviderBase
@@ -47,7 +48,7 @@ class LLMProvider(ProviderBase):
         max_tokens: int,
         temperature: float,
         completion: Completion,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Streams text deltas; fills ``completion`` with usage and timing as it goes."""
         started = time.perf_counter()
         got_first = False
@@ -55,12 +56,18 @@ class LLMProvider(ProviderBase):
         while True:
             attempt += 1
             try:
-                async for delta in self._stream(messages, max_tokens, temperature, completion):
-                    if not got_first:
-                        got_first = True
-                        completion.first_token_ms = int((time.perf_counter() - started) * 1000)
-                    completion.text += delta
-                    yield delta
+                # Closing this stream closes the provider's at once, which stops its generation
+                # (a caller that stops reading early must not leave the model running).
+                async with aclosing(
+                    self._stream(messages, max_tokens, temperature, completion)
+                ) as deltas:
+                    async for delta in deltas:
+                        if not got_first:
+                            got_first = True
+                            completion.first_token_ms = int(
+                                (time.perf_counter() - started) * 1000)
+                        completion.text += delta
+                        yield delta
                 return
             except GeneratorExit:
                 raise
@@ -69,6 +76,10 @@ class LLMProvider(ProviderBase):
                 if got_first or not error.retryable or attempt >= self.max_attempts:
                     raise error from exc
 
+    async def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for this model; the base class estimates four characters each."""
+        return (len(text) + 3) // 4
+
     @abstractmethod
     def _stream(
         self,
@@ -76,5 +87,5 @@ class LLMProvider(ProviderBase):
         max_tokens: int,
         temperature: float,
         completion: Completion,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Provider-specific streaming; sets token counts and finish reason on ``completion``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from voxmesh.models import llm_gguf
@@ -56,13 +56,21 @@ class LlamaLocalLLM(LLMProvider):
 
         self._llama = await self.run_blocking(_load)
 
+    async def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` with the model's own tokenizer."""
+        if self._llama is None:
+            return await super().count_tokens(text)
+        # Fast C, but on the inference thread: llama.cpp does not promise thread safety.
+        tokens = await self.run_blocking(self._llama.tokenize, text.encode(), False, True)
+        return len(tokens)
+
     async def _stream(
         self,
         messages: list[ChatMessage],
         max_tokens: int,
         temperature: float,
         completion: Completion,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         assert self._llama is not None, "load() was not awaited"
         async with self._lock:
             loop = asyncio.get_running_loop()

@@ -82,6 +82,7 @@ async def run_call(
     await caller.connect()
     report.session_id = caller.session_id or ""
     try:
+        await caller.wait_greeting(timeout=answer_timeout_s)
         for index, (text, pcm) in enumerate(utterances, start=1):
             turn = TurnReport(index=index, said=text)
             sent_end = await caller.play(pcm)
