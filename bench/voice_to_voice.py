@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from voxmesh.cli.call import percentile, run_call
 from voxmesh.cli.caller_audio import CallerVoice
@@ -100,38 +101,57 @@ async def _barge_in_trials(stack: Stack, voice: CallerVoice, trials: int) -> lis
     return results
 
 
-async def _bench(turns: int, turns_per_call: int, barge_in_trials: int) -> dict[str, object]:
+async def _run_turns(
+    stack: Stack, voice: CallerVoice, turns: int, turns_per_call: int, label: str
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Calls with ``turns_per_call`` questions each until ``turns`` turns were measured."""
+    caller_v2v: list[float] = []
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    call_index = 0
+    while len(caller_v2v) < turns:
+        count = min(turns_per_call, turns - len(caller_v2v))
+        picks = [SENTENCES[(call_index * turns_per_call + i) % len(SENTENCES)]
+                 for i in range(count)]
+        report = await run_call(stack.edge_url, [(text, voice.speak(text)) for text in picks])
+        for turn in report.turns:
+            if turn.voice_to_voice_ms is None:
+                continue
+            caller_v2v.append(turn.voice_to_voice_ms)
+            for name in STAGES:
+                if turn.stages.get(name):
+                    stages[name].append(turn.stages[name])
+            print(f"  {label} turn {len(caller_v2v):>3}/{turns}  voice-to-voice "
+                  f"{turn.voice_to_voice_ms:6.0f} ms   running p50 "
+                  f"{statistics.median(caller_v2v):5.0f} ms", file=sys.stderr)
+        call_index += 1
+    return caller_v2v, stages
+
+
+async def _with_stack(state: Path, env: dict[str, str], work: Any) -> Any:
+    stack = Stack(state_dir=state, ports=Ports.free(), env=env)
+    print(f"starting the platform ({env or 'defaults'})…", file=sys.stderr)
+    await stack.start(lambda n, w, s: print(f"  {n:<7} {w:<9} {s:5.1f}s", file=sys.stderr))
+    try:
+        return await work(stack)
+    finally:
+        await stack.stop()
+
+
+async def _bench(turns: int, turns_per_call: int, barge_in_trials: int,
+                 no_speculation_turns: int) -> dict[str, object]:
     voice = CallerVoice(Path(".voxmesh/cache/caller"))
     with tempfile.TemporaryDirectory(prefix="voxmesh-bench-") as state:
-        stack = Stack(state_dir=Path(state), ports=Ports.free())
-        print("starting the platform…", file=sys.stderr)
-        await stack.start(lambda n, w, s: print(f"  {n:<7} {w:<9} {s:5.1f}s", file=sys.stderr))
-        try:
-            caller_v2v: list[float] = []
-            stages: dict[str, list[float]] = {name: [] for name in STAGES}
-            done = 0
-            call_index = 0
-            while done < turns:
-                count = min(turns_per_call, turns - done)
-                picks = [SENTENCES[(call_index * turns_per_call + i) % len(SENTENCES)]
-                         for i in range(count)]
-                utterances = [(text, voice.speak(text)) for text in picks]
-                report = await run_call(stack.edge_url, utterances)
-                for turn in report.turns:
-                    if turn.voice_to_voice_ms is None:
-                        continue
-                    caller_v2v.append(turn.voice_to_voice_ms)
-                    for name in STAGES:
-                        if turn.stages.get(name):
-                            stages[name].append(turn.stages[name])
-                    done += 1
-                    p50 = statistics.median(caller_v2v)
-                    print(f"  turn {done:>3}/{turns}  voice-to-voice {turn.voice_to_voice_ms:6.0f}"
-                          f" ms   running p50 {p50:5.0f} ms", file=sys.stderr)
-                call_index += 1
-            barge_in = await _barge_in_trials(stack, voice, trials=barge_in_trials)
-        finally:
-            await stack.stop()
+
+        async def main_run(stack: Stack) -> Any:
+            measured = await _run_turns(stack, voice, turns, turns_per_call, "speculative")
+            return measured, await _barge_in_trials(stack, voice, trials=barge_in_trials)
+
+        (caller_v2v, stages), barge_in = await _with_stack(Path(state) / "a", {}, main_run)
+        # Same run, same machine: only speculative STT differs.
+        plain_v2v, plain_stages = await _with_stack(
+            Path(state) / "b", {"VOXMESH_WORKER_SPECULATIVE_STT": "false"},
+            lambda stack: _run_turns(stack, voice, no_speculation_turns, turns_per_call,
+                                     "no-speculation"))
     return {
         "machine": {"cores": os.cpu_count(), "cpu_model": _cpu_model(),
                     "date": time.strftime("%Y-%m-%d")},
@@ -147,6 +167,13 @@ async def _bench(turns: int, turns_per_call: int, barge_in_trials: int) -> dict[
             "samples_ms": caller_v2v,
         },
         "endpointing": _stats(stages["endpointing_ms"]),
+        "speculative_stt": {
+            "on": {**_stats(caller_v2v), "turns": len(caller_v2v),
+                   "stt_final": _stats(stages["stt_final_ms"])},
+            "off": {**_stats(plain_v2v), "turns": len(plain_v2v),
+                    "stt_final": _stats(plain_stages["stt_final_ms"])},
+            "measured_at": "caller voice-to-voice; stt_final from the worker's turn metrics",
+        },
         "barge_in": {
             **_stats(barge_in),
             "trials": len(barge_in),
@@ -162,9 +189,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--turns-per-call", type=int, default=4)
     parser.add_argument("--barge-in-trials", type=int, default=8)
+    parser.add_argument("--no-speculation-turns", type=int, default=12,
+                        help="turns measured again with speculative STT off")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args()
-    results = asyncio.run(_bench(args.turns, args.turns_per_call, args.barge_in_trials))
+    results = asyncio.run(_bench(args.turns, args.turns_per_call, args.barge_in_trials,
+                                 args.no_speculation_turns))
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
     existing.update(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ SHORT, LONG, COMPLETE = Verdict.INCOMPLETE_SHORT, Verdict.INCOMPLETE_LONG, Verdi
     ("My number is 555.", SHORT),
     ("My phone number is 415 555.", SHORT),
     ("My number is 555, 0199.", COMPLETE),
+    ("My number is five five five.", SHORT),
+    ("My number is five five five, oh one nine nine.", COMPLETE),
     ("It's 415 555 0199.", COMPLETE),
     # Order numbers are not phone numbers.
     ("My order number is 1234.", COMPLETE),

@@ -411,7 +411,7 @@ class WebRTCCaller:
 
         return await self._wait_until(check, timeout, "a matching event")
 
-    async def wait_greeting(self, timeout: float = 30.0) -> str:
+    async def wait_greeting(self, timeout: float = 30.0) -> str:  # noqa: ASYNC109 - as wait_event
         """Waits until the agent's greeting (if it has one) has been played; returns its text."""
         started = await self.wait_event(lambda e: "started" in e, timeout=timeout)
         greeting = str(started["started"].get("greeting", ""))

@@ -49,6 +49,7 @@ _PHONE_CONTEXT = re.compile(
     r"\b(phone|cell|mobile|callback|call me at|reach me at|(?<!order )(?<!reservation )"
     r"(?<!confirmation )(?<!account )(?<!tracking )my number)\b")
 _WORD = re.compile(r"[a-z0-9']+")
+_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 PHONE_MIN_DIGITS = 7
 
 
@@ -65,12 +66,18 @@ def classify(text: str) -> Verdict:
     if lowered.endswith((",", "...", "…", "-", "—")):
         return Verdict.INCOMPLETE_SHORT
     if (phone := _PHONE_CONTEXT.search(lowered)) is not None:
-        digits = sum(ch.isdigit() for ch in lowered[phone.end():])
+        digits = _count_digits(lowered[phone.end():])
         if 0 < digits < PHONE_MIN_DIGITS or (digits == 0 and _ends_dangling(bare)):
             return Verdict.INCOMPLETE_SHORT
     if _ends_dangling(bare):
         return Verdict.INCOMPLETE_SHORT
     return Verdict.COMPLETE
+
+
+def _count_digits(text: str) -> int:
+    """Digits said so far, written ("555") or spelled ("five five five")."""
+    words = _WORD.findall(text)
+    return sum(ch.isdigit() for ch in text) + sum(word in _DIGIT_WORDS for word in words)
 
 
 def _ends_dangling(text: str) -> bool:
