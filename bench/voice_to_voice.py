@@ -59,15 +59,22 @@ def _stats(values: list[float]) -> dict[str, float]:
             "p95_ms": round(percentile(values, 95), 1)} if values else {}
 
 
-async def _barge_in_trials(stack: Stack, voice: CallerVoice, trials: int) -> list[float]:
+async def _barge_in_trials(
+    stack: Stack, voice: CallerVoice, trials: int
+) -> tuple[list[float], list[float]]:
     """Caller starts talking while the agent speaks; time until the agent's audio stops.
 
-    Measured at the caller: from the first sample of the interruption sent to the first
-    received frame of the silence that follows (over WebRTC, through the edge and the worker).
+    Returns two measurements per trial:
+
+    * at the edge (the definition): caller speech onset as the edge receives it -> the last
+      agent audio packet the edge sends (reported by the edge on the data channel);
+    * at the caller: first sample of the interruption sent -> first received frame of the
+      silence that follows (adds both WebRTC legs and their jitter buffers).
     """
     from voxmesh_edge.client import WebRTCCaller
 
-    results: list[float] = []
+    at_edge: list[float] = []
+    at_caller: list[float] = []
     question = voice.speak("Please tell me a long story about a dragon and a village.")
     interruption = voice.speak("Wait, stop.")
     for trial in range(trials):
@@ -88,17 +95,28 @@ async def _barge_in_trials(stack: Stack, voice: CallerVoice, trials: int) -> lis
             await caller.play(interruption)
             await caller.wait_event(
                 lambda e: e.get("agent_text", {}).get("interrupted", False), timeout=15)
+            try:
+                edge = await caller.wait_event(
+                    lambda e: "barge_in_stop_ms" in e.get("edge", {}), timeout=3)
+            except TimeoutError:
+                # The edge reports nothing when the agent was between words at the onset.
+                print(f"  barge-in {trial + 1}/{trials}: agent was quiet at the onset; skipped",
+                      file=sys.stderr)
+                continue
+            at_edge.append(float(edge["edge"]["barge_in_stop_ms"]))
             await asyncio.sleep(1.5)  # receive the silence that follows the barge-in
             # A natural pause between two sentences is shorter than the silence a barge-in leaves
             # (the caller talks, then the next answer needs its own turn), so look for 1 s.
             stopped = caller.agent_audio.first_silence_after(started, quiet_ms=1000)
             if stopped is not None:
-                results.append(round((stopped - started) * 1000, 1))
-                print(f"  barge-in {trial + 1}/{trials}: audio stopped after "
-                      f"{results[-1]:.0f} ms", file=sys.stderr)
+                at_caller.append(round((stopped - started) * 1000, 1))
+            print(f"  barge-in {trial + 1}/{trials}: agent audio stopped {at_edge[-1]:.0f} ms "
+                  f"after the onset at the edge"
+                  + (f", {at_caller[-1]:.0f} ms at the caller" if stopped else ""),
+                  file=sys.stderr)
         finally:
             await caller.hangup()
-    return results
+    return at_edge, at_caller
 
 
 async def _run_turns(
@@ -175,10 +193,16 @@ async def _bench(turns: int, turns_per_call: int, barge_in_trials: int,
             "measured_at": "caller voice-to-voice; stt_final from the worker's turn metrics",
         },
         "barge_in": {
-            **_stats(barge_in),
-            "trials": len(barge_in),
-            "measured_at": "caller: first sample of the interruption sent -> agent audio silent",
-            "samples_ms": barge_in,
+            **_stats(barge_in[0]),
+            "trials": len(barge_in[0]),
+            "measured_at": "edge: caller speech onset received -> last agent audio packet sent",
+            "samples_ms": barge_in[0],
+            "at_caller": {
+                **_stats(barge_in[1]),
+                "measured_at": "caller: first sample of the interruption sent -> agent audio "
+                               "silent (adds both WebRTC legs)",
+                "samples_ms": barge_in[1],
+            },
         },
     }
 

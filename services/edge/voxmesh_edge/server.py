@@ -49,6 +49,7 @@ from voxmesh import audio, subjects
 from voxmesh.natsconn import connect_nats
 from voxmesh.telemetry import extract, tracer
 from voxmesh.v1 import common_pb2, session_pb2
+from voxmesh_edge.barge_in import BargeInMeter
 from voxmesh_edge.media import (
     WEBRTC_RATE,
     FrameConverter,
@@ -118,9 +119,14 @@ class AgentAudioTrack(PacedAudioTrack):
             returned from :meth:`recv`, i.e. handed to the encoder and sent.
     """
 
-    def __init__(self, on_playout_started: Callable[[int], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        on_playout_started: Callable[[int], Awaitable[None]] | None = None,
+        barge_in: BargeInMeter | None = None,
+    ) -> None:
         super().__init__(WEBRTC_RATE)
         self._on_playout_started = on_playout_started
+        self._barge_in = barge_in
         self._resampler = audio.StreamResampler(
             audio.INTERNAL_RATE, WEBRTC_RATE, low_latency=True
         )
@@ -188,6 +194,8 @@ class AgentAudioTrack(PacedAudioTrack):
         self._starved = False
         take = min(size, available)
         pcm = bytes(self._buffer[:take])
+        if self._barge_in is not None:
+            self._barge_in.on_agent_audio(pcm)
         del self._buffer[:take]
         self._consumed += take
         # Each mark is where a new turn begins in the byte stream; the newest one reached wins.
@@ -226,7 +234,8 @@ class Call:
         self.agent = agent
         self.worker_id = ""
         self.pc: RTCPeerConnection | None = None
-        self.track = AgentAudioTrack(self._report_playout_started)
+        self.barge_in = BargeInMeter(jitter_ms=edge.settings.jitter_frames * audio.FRAME_MS)
+        self.track = AgentAudioTrack(self._report_playout_started, self.barge_in)
         self.channel: RTCDataChannel | None = None
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -409,6 +418,7 @@ class Call:
                     timestamp_ms=self._in_sequence * audio.FRAME_MS,
                 )
                 self._in_sequence += 1
+                self.barge_in.on_caller_audio(pcm)
                 await self._publish(subject, chunk.SerializeToString())
 
     async def _publish(self, subject: str, payload: bytes) -> None:
@@ -446,6 +456,8 @@ class Call:
         if control.HasField("clear"):
             # A pause keeps the turn: its audio may resume from where the caller stopped hearing.
             dropped = self.track.clear(0 if control.clear.pause else control.clear.turn_index)
+            if (stop_ms := self.barge_in.on_clear()) is not None:
+                self._send_event(json.dumps({"edge": {"barge_in_stop_ms": stop_ms}}))
             log.debug(
                 "call %s: clear (turn %d), dropped %.0f ms",
                 self.session_id,

@@ -41,3 +41,5 @@ class HeldPlayout:
     onset: float
     #: Speech measured so far in the caller's sound.
     speech_ms: int = 0
+    #: Paused on the first window(s) of speech, before the sound counted as a caller turn.
+    tentative: bool = True

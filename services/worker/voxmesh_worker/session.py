@@ -296,6 +296,7 @@ class CallSession:
                     self._last_speech_wall = time.time()
                     await self._count_held_speech()
                 signal = self._detector.update(probability)
+                await self._pause_or_resume_on_onset()
                 if signal is TurnSignal.SPEECH_STARTED:
                     await self._on_speech_started()
                 elif signal is TurnSignal.PAUSE:
@@ -320,24 +321,39 @@ class CallSession:
         # The pre-roll holds the onset the VAD needed min_speech_ms to be sure about.
         while self._preroll:
             await self._send_audio(self._preroll.popleft())
-        task, turn, speech = self._turn_task, self._turn, self._speech
-        if task is None or task.done() or turn is None or turn.finished_speaking:
-            return
-        if speech is not None and speech.audible:
-            if self._held is None:
-                # Stop the agent's audio now (fast barge-in); what the sound was is judged
-                # when it ends.
-                heard_ms = await self._playout.pause(turn.index)
-                self._held = HeldPlayout(turn.index, heard_ms, time.monotonic(),
-                                         speech_ms=self._settings.min_speech_ms)
-                if turn.trace is not None:
-                    turn.trace.span.add_event("playout.paused", {"voxmesh.heard_ms": heard_ms})
-                log.debug("speech onset while speaking; recent VAD %s",
-                          self._recent_probabilities)
-        else:
+        if self._held is not None:
+            self._held.tentative = False  # the sound is speech now; it is judged when it ends
+        elif await self._pause_agent() is None and self._answer_in_progress():
             # Nothing audible yet: the caller is still talking. Drop the answer in the making;
             # its words are carried into the turn this speech will end.
             await self._cancel_turn()
+
+    def _answer_in_progress(self) -> bool:
+        task, turn = self._turn_task, self._turn
+        return (task is not None and not task.done() and turn is not None
+                and not turn.finished_speaking)
+
+    async def _pause_agent(self) -> HeldPlayout | None:
+        """Stops the agent's audio now (fast barge-in) if it is talking; judged later."""
+        turn, speech = self._turn, self._speech
+        if not self._answer_in_progress() or speech is None or not speech.audible:
+            return None
+        assert turn is not None
+        heard_ms = await self._playout.pause(turn.index)
+        self._held = HeldPlayout(turn.index, heard_ms, time.monotonic())
+        if turn.trace is not None:
+            turn.trace.span.add_event("playout.paused", {"voxmesh.heard_ms": heard_ms})
+        log.debug("caller sound while speaking; recent VAD %s", self._recent_probabilities)
+        return self._held
+
+    async def _pause_or_resume_on_onset(self) -> None:
+        """The first speech windows pause the agent; a blip that stops short resumes it."""
+        held, onset_ms = self._held, self._detector.onset_ms
+        if held is None:
+            if onset_ms >= self._settings.pause_speech_ms:
+                await self._pause_agent()
+        elif held.tentative and onset_ms == 0 and not self._detector.user_speaking:
+            await self._resume(held, None, "a blip, not speech")
 
     async def _count_held_speech(self) -> None:
         held = self._held
@@ -452,7 +468,7 @@ class CallSession:
         await self._confirm_interruption()
         self._start_turn(turn)
 
-    async def _resume(self, held: HeldPlayout, turn: Turn, why: str) -> None:
+    async def _resume(self, held: HeldPlayout, turn: Turn | None, why: str) -> None:
         """A false interruption: the agent carries on from where it paused."""
         self._held = None
         self._playout.resume()
@@ -462,7 +478,7 @@ class CallSession:
         answering = self._turn
         if answering is not None and answering.trace is not None:
             answering.trace.span.add_event("playout.resumed", {"voxmesh.reason": why})
-        if turn.trace is not None:
+        if turn is not None and turn.trace is not None:
             turn.trace.span.set_attribute("voxmesh.turn.false_interruption", True)
             turn.trace.finish(turn_index=0, interrupted=False, discarded=True,
                               voice_to_voice_ms=0, metrics={})

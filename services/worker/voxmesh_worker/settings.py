@@ -68,6 +68,9 @@ class WorkerSettings(CommonSettings):
     turn_completion_tags: bool = False
     #: Caller sound shorter than this never interrupts the agent.
     min_interruption_ms: int = Field(default=320, ge=0)
+    #: Speech this long pauses the agent's audio (tentatively: a blip that stops short of
+    #: ``min_speech_ms`` resumes it at once). One 32 ms VAD window keeps barge-in fast.
+    pause_speech_ms: int = Field(default=32, ge=32)
     #: While the agent's audio is paused by caller speech, this much speech confirms the
     #: interruption without waiting for its transcript.
     sure_interruption_ms: int = Field(default=1200, ge=0)

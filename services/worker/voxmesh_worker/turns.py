@@ -38,6 +38,11 @@ class TurnDetector:
     _silence_ms: int = 0
     _pause_signalled: bool = False
 
+    @property
+    def onset_ms(self) -> int:
+        """Speech heard so far that has not (yet) started a turn."""
+        return 0 if self.user_speaking else self._speech_ms
+
     def update(self, probability: float) -> TurnSignal | None:
         """Feeds one 32 ms window; returns a signal when something changes."""
         if probability >= self.threshold:
