@@ -159,6 +159,7 @@ class ToolRound:
         await self._commit([ToolOutcome(call_id, result).message()])
 
     async def _say(self, line: str) -> None:
-        if line:
+        if line and line not in self._turn.tool_lines_said:
+            self._turn.tool_lines_said.add(line)
             self._turn.generated += (" " if self._turn.generated else "") + line
             await self._speech.say(line)
