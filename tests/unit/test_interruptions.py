@@ -88,3 +88,21 @@ async def test_clear_after_pause_keeps_the_heard_point() -> None:
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_pause_after_the_last_frame_was_sent_keeps_the_turn_open() -> None:
+    nc = _Recorder()
+    playout = Playout(nc, "s1", lead_ms=60, on_first_frame=lambda _: None)  # type: ignore[arg-type]
+    playout.enqueue(3, bytes(FRAME_BYTES * 5))
+    runner = asyncio.create_task(playout.run())
+    try:
+        await asyncio.wait_for(playout.wait_drained(), 1)  # all sent, the last 60 ms not heard
+        await playout.pause(3)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(playout.wait_drained(), 0.2)
+        playout.resume()
+        await asyncio.wait_for(playout.wait_drained(), 1)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert len(nc.frames) == 5 + 3  # the three frames sent ahead were sent again

@@ -108,6 +108,7 @@ class Playout:
                     break
                 self._frames.appendleft(self._recent.pop())
                 self._published_ms[turn_index] -= FRAME_MS
+                self._drained.clear()  # the turn is not over until these are heard
             self._recent.clear()
             await self._send_clear(turn_index, pause=True)
         return self.published_ms(turn_index)

@@ -417,6 +417,7 @@ class CallSession:
             self._start_turn(turn)
         else:
             self._judge_task = asyncio.create_task(self._judge(held, turn), name="judge")
+            self._judge_task.add_done_callback(self._task_done)
 
     async def _stt_loop(self) -> None:
         async def requests() -> AsyncIterator[stt_pb2.RecognizeRequest]:

@@ -104,7 +104,9 @@ class ToolRound:
 
     async def _run_one(self, call: ParsedToolCall) -> ToolResult:
         trace = self._turn.trace
-        span = trace.child("tool", **{"voxmesh.tool.name": call.name}) if trace else None
+        span = trace.child("tool") if trace else None
+        if span is not None:
+            span.set_attribute("voxmesh.tool.name", call.name)
         if self._runner is None:
             result = ToolResult(call.name, "rejected", "this agent has no tools")
         else:
