@@ -24,6 +24,7 @@ from voxmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 from voxmesh_llm.facts import extract_facts
 from voxmesh_llm.history import (
     TOOL_CALL_LINE,
+    TOOL_CANCELLED,
     TOOL_IN_PROGRESS,
     StoredMessage,
     add_input,
@@ -217,6 +218,13 @@ def test_tool_results_replace_their_placeholders() -> None:
     with pytest.raises(InvalidInputError, match="nope") as info:
         apply_tool_results(messages, 1, [("nope", "{}")], strict=True)
     assert info.value.reason == "TOOL_CALL_NOT_FOUND"
+
+
+def test_calls_of_a_step_cut_before_done_are_closed_as_cancelled() -> None:
+    messages = tool_step(1, "", [CALL], interrupted=True)
+    assert messages[0].interrupted and messages[0].tool_calls == [CALL]
+    assert [(m.call_id, m.content) for m in messages[1:]] == [("c1", TOOL_CANCELLED)]
+    assert json.loads(TOOL_CANCELLED)["status"] == "cancelled"
 
 
 def test_heard_text_becomes_the_turns_assistant_text() -> None:

@@ -19,6 +19,8 @@ from voxmesh.errors import InvalidInputError
 
 #: Content of a tool message whose result has not arrived yet.
 TOOL_IN_PROGRESS = json.dumps({"status": "IN_PROGRESS"})
+#: Content of a tool message whose call was never run (the answer was cut off first).
+TOOL_CANCELLED = json.dumps({"status": "cancelled", "error": "the caller interrupted"})
 #: What the model sees for an earlier assistant step that only called tools.
 TOOL_CALL_LINE = "Let me look that up."
 
@@ -99,11 +101,15 @@ def apply_tool_results(
 def tool_step(
     turn_index: int, text: str, calls: list[dict[str, Any]], *, interrupted: bool
 ) -> list[StoredMessage]:
-    """An assistant step that called tools, with an IN_PROGRESS placeholder per call."""
+    """An assistant step that called tools, with an IN_PROGRESS placeholder per call.
+
+    When the stream was cut before ``done`` the worker never runs the calls (it runs them once
+    the step has ended), so they are closed as cancelled right away instead.
+    """
+    result = TOOL_CANCELLED if interrupted else TOOL_IN_PROGRESS
     return [
         StoredMessage("assistant", text, turn_index, interrupted, tool_calls=calls),
-        *(StoredMessage("tool", TOOL_IN_PROGRESS, turn_index, call_id=call["call_id"])
-          for call in calls),
+        *(StoredMessage("tool", result, turn_index, call_id=call["call_id"]) for call in calls),
     ]
 
 
