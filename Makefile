@@ -72,6 +72,7 @@ test-fast: install ## Run the tests that need no models (contracts, runtime, bad
 bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/voice_to_voice.py --turns 24 --out bench/results.json
 	@$(PY) bench/tracing_overhead.py --out bench/results.json
+	@$(PY) bench/guardrails.py --out bench/results.json
 
 dashboards: install ## Regenerate the Grafana dashboards (infra/grafana/dashboards) from code
 	@$(PY) infra/grafana/build_dashboards.py

@@ -17,6 +17,9 @@ SHORT, LONG, COMPLETE = Verdict.INCOMPLETE_SHORT, Verdict.INCOMPLETE_LONG, Verdi
     ("My number is five five five.", SHORT),
     ("My number is five five five, oh one nine nine.", COMPLETE),
     ("It's 415 555 0199.", COMPLETE),
+    # Card numbers are read in groups, with pauses.
+    ("My card number is 3782 8224 6310.", SHORT),
+    ("My card number is 3782 8224 6310 005.", COMPLETE),
     # Order numbers are not phone numbers.
     ("My order number is 1234.", COMPLETE),
     ("What's the status of order 1234?", COMPLETE),
@@ -43,7 +46,9 @@ def test_classify(text: str, verdict: Verdict) -> None:
 
 
 def test_merge_joins_pieces_without_the_period_whisper_added() -> None:
-    assert merge_utterances(["My number is 555.", "0199."]) == "My number is 555, 0199."
+    assert merge_utterances(["My number is 555.", "0199."]) == "My number is 555 0199."
+    assert merge_utterances(["Card 3782 8224.", "6310 005."]) == "Card 3782 8224 6310 005."
+    assert merge_utterances(["Yes.", "At seven."]) == "Yes, At seven."
     assert merge_utterances(["Table for two,", "at seven."]) == "Table for two, at seven."
     assert merge_utterances(["", "Hello.", ""]) == "Hello."
     assert merge_utterances([]) == ""

@@ -29,6 +29,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from voxmesh.guardrail_policy import GuardrailPolicy
+
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
@@ -142,6 +144,8 @@ class AgentDefinition(_Strict):
     turn_taking: TurnTakingSettings = Field(default_factory=TurnTakingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tools: list[ToolDefinition] = Field(default_factory=list)
+    #: Inline input/output checks by the guardrails service (docs/guardrails.md).
+    guardrails: GuardrailPolicy = Field(default_factory=GuardrailPolicy)
 
     @field_validator("tools")
     @classmethod

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from voxmesh.text import SentenceAggregator
 from voxmesh.v1 import llm_pb2
 from voxmesh_worker.clients import ServiceClients
+from voxmesh_worker.guardrails import OutputChecks
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.speech import Turn, TurnSpeech, guarded, ms_since
 from voxmesh_worker.tool_round import ToolRound
@@ -42,8 +43,16 @@ class CallerNotDone(Exception):
         self.verdict = verdict
 
 
+class _OutputBlocked(Exception):
+    """A sentence of the answer was blocked; its safe replacement was said instead."""
+
+
 class TurnAnswer:
-    """Generates and speaks the answer to one caller turn."""
+    """Generates and speaks the answer to one caller turn.
+
+    Every sentence the model writes passes the guardrails' output check before TTS; a blocked
+    one is replaced by the policy's safe line and the answer ends there.
+    """
 
     def __init__(
         self,
@@ -56,8 +65,10 @@ class TurnAnswer:
         tools: ToolRunner | None,
         tool_definitions: list[llm_pb2.ToolDefinition],
         keep_running: Callable[[Coroutine[Any, Any, None], str], None],
+        output_checks: OutputChecks | None = None,
     ) -> None:
         """Prepares the answer; :meth:`run` produces it."""
+        self._output_checks = output_checks
         self._turn = turn
         self._speech = speech
         self._session_id = session_id
@@ -82,7 +93,10 @@ class TurnAnswer:
             tools=self._tool_definitions, turn_completion=ask_turn_completion)
         started = time.monotonic()
         for step in range(settings.max_tool_steps + 1):
-            calls = await self._generate(request, started)
+            try:
+                calls = await self._generate(request, started)
+            except _OutputBlocked:
+                return
             if not calls:
                 return
             if step == settings.max_tool_steps:
@@ -128,7 +142,7 @@ class TurnAnswer:
                         turn.metrics.llm_first_token_ms = ms_since(started)
                     turn.generated += event.delta.text
                     for sentence in aggregator.push(event.delta.text):
-                        await self._speech.say(sentence)
+                        await self._say_checked(sentence)
                 elif kind == "turn_completion":
                     verdict = _VERDICTS.get(event.turn_completion.verdict)
                     span.set_attribute("voxmesh.turn_completion.verdict",
@@ -140,7 +154,7 @@ class TurnAnswer:
                 elif kind == "done":
                     turn.metrics.llm_completion_tokens += event.done.completion_tokens
             if rest := aggregator.flush():
-                await self._speech.say(rest)
+                await self._say_checked(rest)
         finally:
             call.cancel()
             span.set_attributes({
@@ -149,6 +163,21 @@ class TurnAnswer:
                 "voxmesh.llm.tool_calls": len(calls)})
             span.end()
         return calls
+
+    async def _say_checked(self, sentence: str) -> None:
+        if self._output_checks is None:
+            await self._speech.say(sentence)
+            return
+        checked = await self._output_checks.check(sentence)
+        if checked.rules and self._turn.trace is not None:
+            self._turn.trace.span.add_event("guardrails.output", {
+                "voxmesh.guardrails.rules": checked.rules,
+                "voxmesh.guardrails.blocked": checked.blocked})
+        await self._speech.say(checked.text)
+        if checked.blocked:
+            log.info("session %s turn %d: a sentence was blocked (%s)", self._session_id,
+                     self._turn.index, ", ".join(checked.rules))
+            raise _OutputBlocked
 
     async def _commit_results(self, results: list[llm_pb2.ToolResultMessage]) -> None:
         await self._clients.llm.CommitToolResults(llm_pb2.CommitToolResultsRequest(

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from voxmesh.v1 import llm_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
+from voxmesh.v1 import guardrails_pb2_grpc, llm_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
 
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -20,11 +20,13 @@ _CHANNEL_OPTIONS = [
 
 
 class ServiceClients:
-    """Channels and stubs to the model services."""
+    """Channels and stubs to the model services (and the guardrails, when configured)."""
 
-    def __init__(self, *, stt: str, llm: str, tts: str) -> None:
-        """Opens lazy channels to the three services."""
+    def __init__(self, *, stt: str, llm: str, tts: str, guardrails: str = "") -> None:
+        """Opens lazy channels to the services; an empty guardrails address means none."""
         self.addresses = {"stt": stt, "llm": llm, "tts": tts}
+        if guardrails:
+            self.addresses["guardrails"] = guardrails
         self._channels = {
             name: grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             for name, address in self.addresses.items()
@@ -32,6 +34,8 @@ class ServiceClients:
         self.stt = stt_pb2_grpc.SpeechToTextStub(self._channels["stt"])
         self.llm = llm_pb2_grpc.LanguageModelStub(self._channels["llm"])
         self.tts = tts_pb2_grpc.TextToSpeechStub(self._channels["tts"])
+        self.guardrails = (guardrails_pb2_grpc.GuardrailsStub(self._channels["guardrails"])
+                           if guardrails else None)
 
     async def wait_serving(self, timeout_s: float) -> None:
         """Waits until every service reports SERVING on grpc.health.v1.

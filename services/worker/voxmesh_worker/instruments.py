@@ -29,3 +29,6 @@ UNFINISHED_TURNS = _meter.create_counter(
     description="Turns judged unfinished (attribute verdict, source): the agent waited for more")
 TOOL_CALLS = _meter.create_counter(
     "voxmesh.tool_calls", description="Tool calls by outcome (attributes tool, status)")
+GUARDRAIL_VERDICTS = _meter.create_counter(
+    "voxmesh.worker.guardrail_verdicts",
+    description="Guardrail checks seen by the worker (attributes direction, action)")

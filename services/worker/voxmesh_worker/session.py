@@ -41,6 +41,7 @@ from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2
 from voxmesh_worker import instruments
 from voxmesh_worker.answer import CallerNotDone, TurnAnswer
 from voxmesh_worker.clients import ServiceClients
+from voxmesh_worker.guardrails import Guardrails
 from voxmesh_worker.interruptions import HeldPlayout, is_backchannel
 from voxmesh_worker.playout import Playout
 from voxmesh_worker.settings import WorkerSettings
@@ -103,6 +104,10 @@ class CallSession:
         self._vad = SileroVAD(vad_session)
         self._vad_executor = vad_executor
         self._tools = tools
+        self._guardrails = Guardrails(
+            clients.guardrails, agent=settings.agent,
+            timeout_s=settings.guardrails_timeout_ms / 1000,
+            fail_open=settings.guardrails_fail_open)
         self._tool_definitions = [
             llm_pb2.ToolDefinition(name=t.name, description=t.description,
                                    parameters_json_schema=json.dumps(t.parameters))
@@ -523,12 +528,23 @@ class CallSession:
             if self._settings.text_turn_detection and (verdict := classify(user_text)) in (
                     Verdict.INCOMPLETE_SHORT, Verdict.INCOMPLETE_LONG):
                 await self._wait_for_more(turn, verdict, "text")
+            checked = await self._guardrails.check_input(turn.ref(self.session_id), user_text)
+            if checked.rules and turn.trace is not None:
+                turn.trace.span.set_attribute("voxmesh.guardrails.input_rules", checked.rules)
             self._turn_index = turn.index
-            self._trace_text(turn, "voxmesh.turn.user_text", user_text)
+            # What leaves the session is what policy lets through (redacted), never the raw
+            # words of a blocked input.
+            shown = redact(user_text) if checked.blocked else checked.text
+            self._trace_text(turn, "voxmesh.turn.user_text", shown)
             await self._emit(user_transcript=session_pb2.UserTranscript(
-                turn_index=turn.index, text=user_text, is_final=True))
+                turn_index=turn.index, text=shown, is_final=True))
             await self._set_state(State.STATE_THINKING)
-            await self._answer(turn, user_text)
+            if checked.blocked:
+                log.info("session %s turn %d: input declined by guardrails (%s)",
+                         self.session_id, turn.index, ", ".join(checked.rules))
+                await self._answer(turn, decline=checked.text)
+            else:
+                await self._answer(turn, checked.text)
         except asyncio.CancelledError:
             speech = self._speech if self._turn is turn else None
             if speech is not None and speech.audible:
@@ -581,20 +597,29 @@ class CallSession:
         turn.speech_end = time.monotonic()
         turn.speech_end_wall = time.time()
 
-    async def _answer(self, turn: Turn, user_text: str) -> None:
+    async def _answer(self, turn: Turn, user_text: str = "", *, decline: str = "") -> None:
+        """Speaks the answer to ``user_text`` (or only ``decline``, for a blocked input)."""
+        output_checks = self._guardrails.output(turn.ref(self.session_id))
         async with TurnSpeech(turn, session_id=self.session_id, clients=self._clients,
                               settings=self._settings, playout=self._playout,
                               on_sentence_audio=self._on_sentence_audio(turn)) as speech:
             self._speech = speech
             answer = TurnAnswer(turn, speech, session_id=self.session_id, clients=self._clients,
                                 settings=self._settings, tools=self._tools,
-                                tool_definitions=self._tool_definitions, keep_running=self._spawn)
+                                tool_definitions=self._tool_definitions, keep_running=self._spawn,
+                                output_checks=output_checks)
             try:
-                await answer.run(user_text, ask_turn_completion=self._settings.turn_completion_tags)
+                if decline:
+                    await speech.say(decline)
+                else:
+                    await answer.run(
+                        user_text, ask_turn_completion=self._settings.turn_completion_tags)
             except CallerNotDone as exc:
                 await self._wait_for_more(turn, exc.verdict, "llm")
                 await self._set_state(State.STATE_THINKING)
                 await answer.run(user_text, ask_turn_completion=False)
+            finally:
+                output_checks.close()
             await speech.finish()
         turn.finished_speaking = True
         if turn.playout_span is not None:

@@ -37,6 +37,11 @@ class WorkerSettings(CommonSettings):
     stt_address: str = "127.0.0.1:50051"
     llm_address: str = "127.0.0.1:50052"
     tts_address: str = "127.0.0.1:50053"
+    #: Guardrails service; empty disables the checks (not recommended in production).
+    guardrails_address: str = "127.0.0.1:50054"
+    #: A check that takes longer fails (closed, unless ``guardrails_fail_open``).
+    guardrails_timeout_ms: int = Field(default=200, ge=1, le=10_000)
+    guardrails_fail_open: bool = False
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     tts_voice: str = ""
     speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)

@@ -8,7 +8,7 @@ the common unfinished shapes in microseconds, before any model runs:
 
 * a dangling last word: "a table for", "my order number is", "and", "um";
 * a trailing comma or ellipsis;
-* a phone number with fewer than 7 digits so far;
+* a phone number with fewer than 7 digits so far, a card number with fewer than 15;
 * the caller asking for time: "hold on", "let me think", "give me a second".
 
 The LLM marks (✓ ○ ◐) cover what rules can't, when the model is capable enough; the local
@@ -51,6 +51,9 @@ _PHONE_CONTEXT = re.compile(
 _WORD = re.compile(r"[a-z0-9']+")
 _DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 PHONE_MIN_DIGITS = 7
+# Card numbers are read in groups of four, with a pause after each.
+_CARD_CONTEXT = re.compile(r"\b(card|card number|card no)\b( is)?")
+CARD_MIN_DIGITS = 15
 
 
 def classify(text: str) -> Verdict:
@@ -65,6 +68,10 @@ def classify(text: str) -> Verdict:
         return Verdict.COMPLETE
     if lowered.endswith((",", "...", "…", "-", "—")):
         return Verdict.INCOMPLETE_SHORT
+    if (card := _CARD_CONTEXT.search(lowered)) is not None:
+        digits = _count_digits(lowered[card.end():])
+        if 0 < digits < CARD_MIN_DIGITS:
+            return Verdict.INCOMPLETE_SHORT
     if (phone := _PHONE_CONTEXT.search(lowered)) is not None:
         digits = _count_digits(lowered[phone.end():])
         if 0 < digits < PHONE_MIN_DIGITS or (digits == 0 and _ends_dangling(bare)):
@@ -92,8 +99,10 @@ def merge_utterances(parts: list[str]) -> str:
         if not part:
             continue
         if merged:
-            # Whisper closed the first piece with a period the caller never "said".
+            # Whisper closed the first piece with a period the caller never "said". Digits
+            # read on after a pause are one number ("3782 8224" + "6310"), not a list.
             merged = merged.rstrip(".…")
-            merged += " " if merged.endswith(",") else ", "
+            digits_go_on = merged[-1:].isdigit() and part[:1].isdigit()
+            merged += " " if merged.endswith(",") or digits_go_on else ", "
         merged += part
     return merged

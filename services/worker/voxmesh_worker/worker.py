@@ -81,7 +81,8 @@ class Worker:
         self._nc = await connect_nats(settings.nats_url, f"voxmesh-worker-{settings.worker_id}")
         self._vad_session = await loop.run_in_executor(self._vad_executor, load_vad_session)
         self._clients = ServiceClients(
-            stt=settings.stt_address, llm=settings.llm_address, tts=settings.tts_address
+            stt=settings.stt_address, llm=settings.llm_address, tts=settings.tts_address,
+            guardrails=settings.guardrails_address,
         )
         self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="heartbeats")
         try:

@@ -22,6 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 _handed_out: set[int] = set()
+#: The gRPC services, started together after NATS and before the worker.
+_SERVICES = ("stt", "llm", "tts", "guardrails")
 
 
 def free_port() -> int:
@@ -58,13 +60,14 @@ class Ports:
     stt: int = 50051
     llm: int = 50052
     tts: int = 50053
+    guardrails: int = 50054
     edge: int = 8080
 
     @classmethod
     def free(cls) -> Ports:
         """Picks free ports for every process (tests run several stacks side by side)."""
         return cls(nats=free_port(), stt=free_port(), llm=free_port(), tts=free_port(),
-                   edge=free_port())
+                   guardrails=free_port(), edge=free_port())
 
 
 @dataclass
@@ -132,6 +135,9 @@ class Stack:
             return Child(name, argv, env, logs / f"{name}.log", grace_s)
 
         jetstream = self.state_dir / "jetstream"
+        # The guardrails enforce the policy (and guard the system prompt) of the agent file the
+        # worker runs, when there is one.
+        agent_file = base.get("VOXMESH_WORKER_AGENT_FILE", "")
         return {
             "nats": child("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(p.nats),
                                    "-js", "-sd", str(jetstream)], {}, 5),
@@ -141,10 +147,15 @@ class Stack:
                 "VOXMESH_LLM_PORT": str(p.llm), "VOXMESH_LLM_DRAIN_GRACE_S": grace}, 15),
             "tts": child("tts", [python, "-m", "voxmesh_tts"], {
                 "VOXMESH_TTS_PORT": str(p.tts), "VOXMESH_TTS_DRAIN_GRACE_S": grace}, 15),
+            "guardrails": child("guardrails", [python, "-m", "voxmesh_guardrails"], {
+                "VOXMESH_GUARDRAILS_PORT": str(p.guardrails),
+                "VOXMESH_GUARDRAILS_DRAIN_GRACE_S": grace,
+                "VOXMESH_GUARDRAILS_AGENT_FILES": agent_file}, 15),
             "worker": child("worker", [python, "-m", "voxmesh_worker"], {
                 "VOXMESH_WORKER_STT_ADDRESS": f"127.0.0.1:{p.stt}",
                 "VOXMESH_WORKER_LLM_ADDRESS": f"127.0.0.1:{p.llm}",
-                "VOXMESH_WORKER_TTS_ADDRESS": f"127.0.0.1:{p.tts}"}, 40),
+                "VOXMESH_WORKER_TTS_ADDRESS": f"127.0.0.1:{p.tts}",
+                "VOXMESH_WORKER_GUARDRAILS_ADDRESS": f"127.0.0.1:{p.guardrails}"}, 40),
             "edge": child("edge", [python, "-m", "voxmesh_edge"], {
                 "VOXMESH_EDGE_PORT": str(p.edge)}, 15),
         }
@@ -167,7 +178,7 @@ class Stack:
 
         await bring_up("nats")
         # The model services load in parallel; they share two cores, but loading is mostly I/O.
-        await asyncio.gather(*(bring_up(name) for name in ("stt", "llm", "tts")))
+        await asyncio.gather(*(bring_up(name) for name in _SERVICES))
         await bring_up("worker")
         await bring_up("edge")
 
@@ -202,7 +213,7 @@ class Stack:
         p = self.ports
         if name == "nats":
             return await _tcp_open(p.nats)
-        if name in ("stt", "llm", "tts"):
+        if name in _SERVICES:
             return await _grpc_serving(getattr(p, name))
         if name == "edge":
             return await asyncio.to_thread(_http_ok, f"{self.edge_url}/healthz")
@@ -240,8 +251,7 @@ class Stack:
         for name in ("edge", "worker"):
             if name in self.children:
                 await self.terminate(name)
-        await asyncio.gather(*(self.terminate(n) for n in ("stt", "llm", "tts")
-                               if n in self.children))
+        await asyncio.gather(*(self.terminate(n) for n in _SERVICES if n in self.children))
         if "nats" in self.children:
             await self.terminate("nats")
 

@@ -1,0 +1,1 @@
+"""Voxmesh guardrails service: inline input and output checks with cheap rules."""
