@@ -167,6 +167,7 @@ class GuardrailsServicer(guardrails_pb2_grpc.GuardrailsServicer):
             except VoxmeshError as exc:
                 log.info("CheckOutput rejected: %s (%s)", exc.reason, exc.message)
                 await abort(context, exc)
+            assert guard is not None  # set above, or abort() raised
             result, check_us = _timed(guard.check_output, request.sentence)
             self._record("guardrails.check_output", "output", parent, turn, agent, result,
                          check_us, sentence_index=request.sentence_index)

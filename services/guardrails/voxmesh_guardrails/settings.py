@@ -28,6 +28,15 @@ class GuardrailsSettings(GrpcServiceSettings):
     max_text_chars: int = Field(default=4000, ge=1)
     #: Longest sentence accepted by CheckOutput.
     max_sentence_chars: int = Field(default=2000, ge=1)
+    #: Judge finished turns with an LLM, off the conversation path (docs/guardrails.md). Off
+    #: by default: on a small machine the judge competes with the conversation model.
+    audit: bool = False
+    #: LanguageModel gRPC address of the judge (the local model's service, or a replica with a
+    #: cloud provider); empty judges with the inline rules only.
+    audit_llm_address: str = "127.0.0.1:50052"
+    audit_timeout_s: float = Field(default=30.0, gt=0)
+    #: Judgements in flight at once, per replica.
+    audit_concurrency: int = Field(default=1, ge=1, le=64)
 
     @field_validator("agent_files", mode="before")
     @classmethod

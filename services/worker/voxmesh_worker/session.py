@@ -262,6 +262,8 @@ class CallSession:
         kind = control.WhichOneof("control")
         if kind == "hangup":
             self.end(f"hangup: {control.hangup.reason or 'caller'}")
+        elif kind == "audit":
+            self._spawn(self._on_audit(control.audit), "audit")
         elif kind == "playout_started":
             turn = self._turn
             started = control.playout_started
@@ -640,24 +642,27 @@ class CallSession:
 
     async def _greet(self) -> None:
         """Speaks the agent's greeting as turn 0; the context records what was heard of it."""
+        await self._announce(self._settings.greeting, 0)
+
+    async def _announce(self, text: str, index: int) -> None:
+        """Speaks a fixed line as turn ``index`` (no LLM); the context records what was heard."""
         now = time.monotonic()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.set_result("")
-        turn = Turn(index=0, transcript=done, speech_end=now, speech_end_wall=0.0)
+        turn = Turn(index=index, transcript=done, speech_end=now, speech_end_wall=0.0)
         self._turn, self._speech = turn, None
-        greeting = self._settings.greeting
         try:
             async with TurnSpeech(turn, session_id=self.session_id, clients=self._clients,
                                   settings=self._settings, playout=self._playout,
                                   on_sentence_audio=self._on_sentence_audio(turn)) as speech:
                 self._speech = speech
-                turn.generated = greeting
-                await speech.say(greeting)
+                turn.generated = text
+                await speech.say(text)
                 await speech.finish()
             turn.finished_speaking = True
             await self._emit(agent_text=session_pb2.AgentText(
-                turn_index=0, text=greeting, is_final=True))
-            await self._commit_heard(turn, greeting, interrupted=False)
+                turn_index=index, text=text, is_final=True))
+            await self._commit_heard(turn, text, interrupted=False)
         except asyncio.CancelledError:
             if self._speech is not None and self._speech.audible:
                 await asyncio.shield(self._on_interrupted(turn, self._speech))
@@ -667,6 +672,31 @@ class CallSession:
         finally:
             if not self._ended.is_set() and self._turn is turn:
                 await self._set_state(State.STATE_LISTENING)
+
+    async def _on_audit(self, verdict: session_pb2.AuditVerdict) -> None:
+        """The guardrails audit judged a finished turn: warn, correct, or end the call."""
+        action = session_pb2.AuditVerdict.Action.Name(verdict.action).removeprefix("ACTION_")
+        log.warning("session %s: audit of turn %d says %s (%s)", self.session_id,
+                    verdict.turn_index, action, verdict.reason)
+        await self._emit_error(common_pb2.ErrorDetail(
+            reason=f"AUDIT_{action}", component="guardrails",
+            message=f"audit of turn {verdict.turn_index}: {verdict.reason}"), fatal=False)
+        if verdict.say and verdict.action in (session_pb2.AuditVerdict.ACTION_CORRECT,
+                                              session_pb2.AuditVerdict.ACTION_END):
+            # At the next turn boundary: never over the caller, never over an answer.
+            for _ in range(200):
+                if not self._detector.user_speaking and (
+                        self._turn_task is None or self._turn_task.done()):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                await self._cancel_turn()
+            self._turn_index += 1
+            self._turn_task = asyncio.create_task(
+                self._announce(verdict.say, self._turn_index), name="audit-line")
+            await asyncio.gather(self._turn_task, return_exceptions=True)
+        if verdict.action == session_pb2.AuditVerdict.ACTION_END:
+            self.end(f"audit: {verdict.reason}")
 
     def _on_first_frame(self, turn_index: int) -> None:
         turn = self._turn
