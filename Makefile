@@ -48,7 +48,7 @@ $(PROTO_STAMP): $(PROTO_SRC) $(STAMP)
 
 proto: $(PROTO_STAMP) ## Generate Python code from proto/ into services/runtime/voxmesh/v1
 
-$(MODELS_STAMP): $(STAMP) $(PROTO_STAMP)
+$(MODELS_STAMP): $(STAMP) $(PROTO_STAMP) services/runtime/voxmesh/models.py
 	@echo "• verifying local models"
 	@$(VENV)/bin/voxmesh models
 	@touch $@

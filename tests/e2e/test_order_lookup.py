@@ -26,6 +26,8 @@ AGENT = Path(__file__).resolve().parents[2] / "services" / "worker" / "agents" /
 
 
 FAILING_ORDER, SLOW_ORDER = "5678", "4321"
+KB = AGENT.parent / "kb" / "northwind"
+FOUND = "Here's what I found."
 
 
 class OrderApi:
@@ -127,3 +129,35 @@ async def test_failed_and_timed_out_tools_get_an_apology_and_a_closed_pair_in_co
              for call in json.loads(m.tool_calls_json)]
     results = {m.call_id: json.loads(m.content)["status"] for m in context if m.role == "tool"}
     assert len(calls) == 1 and results.get(calls[0]) == status, (calls, results)
+
+
+async def test_policy_question_is_answered_from_the_knowledge_base_in_a_later_turn(
+    order_stack: tuple[Stack, OrderApi], caller_voice: CallerVoice
+) -> None:
+    stack, _ = order_stack
+    caller = WebRTCCaller(stack.edge_url, agent="order-status")
+    await caller.connect()
+    try:
+        await caller.wait_greeting()
+        await caller.play(caller_voice.speak("What is your return policy?"))
+        first = await caller.wait_event(
+            lambda e: e.get("agent_text", {}).get("is_final", False)
+            and e["agent_text"].get("turn_index") == 1, timeout=60)
+        # The caller goes on talking while the search runs.
+        await caller.play(caller_voice.speak("Thank you. Do you ship to Canada?"))
+        try:
+            later = await caller.wait_event(
+                lambda e: e.get("agent_text", {}).get("is_final", False)
+                and e["agent_text"].get("turn_index", 0) >= 2
+                and e["agent_text"].get("text", "").startswith(FOUND), timeout=90)
+        except TimeoutError:
+            said = [(k, e[k]) for e in caller.events for k in ("agent_text", "user_transcript")
+                    if e.get(k, {}).get("is_final")]
+            raise AssertionError(f"the policy was never spoken: {said}") from None
+    finally:
+        await caller.hangup()
+    assert first["agent_text"]["text"].startswith("Let me look that up for you.")
+    # The finding is read from the bundled knowledge base, word for word, in a later turn.
+    finding = " ".join(later["agent_text"]["text"].removeprefix(FOUND).split())
+    documents = " ".join(" ".join(path.read_text().split()) for path in KB.glob("*.md"))
+    assert finding and finding in documents, finding

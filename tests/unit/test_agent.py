@@ -54,7 +54,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
          "tools.0.parameters: not a valid JSON Schema"),
         (("    python: voxmesh_worker.example_tools:book_table",
           "    python: voxmesh_worker.example_tools:book_table\n    http: {url: http://x/y}"),
-         "a tool needs exactly one of 'python' or 'http'"),
+         "a tool needs exactly one of 'python', 'http' or 'subagent'"),
     ],
 )
 def test_bad_values_name_the_field(

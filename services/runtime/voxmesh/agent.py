@@ -93,6 +93,19 @@ class HttpTool(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class SubagentTool(_Strict):
+    """A tool that starts a subagent task and returns at once (async inference).
+
+    The call's result is ``{"status": "in_progress"}`` until the task finishes; then the
+    result replaces it in context and the agent speaks it at the next turn boundary.
+    """
+
+    #: Task type of the subagents service: ``knowledge_lookup``, ``reasoning``, ``summarize``.
+    task: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    #: Fixed arguments merged under the model's (e.g. ``{kb: northwind}``).
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class ToolDefinition(_Strict):
     """A function the LLM may call."""
 
@@ -102,8 +115,10 @@ class ToolDefinition(_Strict):
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     #: ``module:function`` of a local Python tool...
     python: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
-    #: ...or an HTTP tool.
+    #: ...or an HTTP tool...
     http: HttpTool | None = None
+    #: ...or a subagent task that runs in the background.
+    subagent: SubagentTool | None = None
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     #: Spoken at once while the tool runs, e.g. "One moment while I check that."
     filler: str = ""
@@ -129,8 +144,8 @@ class ToolDefinition(_Strict):
 
     @model_validator(mode="after")
     def _one_implementation(self) -> ToolDefinition:
-        if (self.python is None) == (self.http is None):
-            raise ValueError("a tool needs exactly one of 'python' or 'http'")
+        if sum(kind is not None for kind in (self.python, self.http, self.subagent)) != 1:
+            raise ValueError("a tool needs exactly one of 'python', 'http' or 'subagent'")
         return self
 
 

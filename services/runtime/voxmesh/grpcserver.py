@@ -47,6 +47,8 @@ class GrpcApp:
         register: Adds the servicers to the server.
         settings: Host, port, grace period and limits.
         on_start: Awaited before the server reports SERVING (load models, connect NATS).
+        on_drain: Awaited on SIGTERM alongside the RPC drain, within the same grace period
+            (stop background intake, such as a queue consumer, and let its work finish).
         on_stop: Awaited after the server stopped (close connections).
     """
 
@@ -56,6 +58,7 @@ class GrpcApp:
     settings: GrpcServiceSettings
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    on_drain: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     bound_port: int = 0
 
@@ -100,7 +103,10 @@ class GrpcApp:
             await stop.wait()
             log.info("%s draining (grace %.1fs)", self.name, self.settings.drain_grace_s)
             await self.health.enter_graceful_shutdown()
-            await server.stop(self.settings.drain_grace_s)
+            if self.on_drain is not None:
+                await asyncio.gather(server.stop(self.settings.drain_grace_s), self.on_drain())
+            else:
+                await server.stop(self.settings.drain_grace_s)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

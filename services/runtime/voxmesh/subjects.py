@@ -20,6 +20,27 @@ EVENTS_ALL = "voxmesh.session.*.events"
 HEARTBEAT = "voxmesh.worker.{worker}.heartbeat"
 #: JetStream KV bucket holding LLM context per session.
 CONTEXT_BUCKET = "voxmesh_context"
+#: Subagent tasks (JSON), JetStream work-queue stream VOXMESH_TASKS, one durable consumer.
+TASKS = "voxmesh.tasks.{type}"
+TASKS_ALL = "voxmesh.tasks.*"
+TASKS_STREAM = "VOXMESH_TASKS"
+TASKS_CONSUMER = "voxmesh-subagents"
+#: Core NATS broadcast to every subagents replica: stop running this task now.
+TASK_CANCEL = "voxmesh.tasks.cancel.{task}"
+TASK_CANCEL_ALL = "voxmesh.tasks.cancel.*"
+#: Terminal TaskStatus of a task, once per task, on stream VOXMESH_TASK_RESULTS.
+TASK_RESULT = "voxmesh.session.{session}.task_result"
+TASK_RESULTS_ALL = "voxmesh.session.*.task_result"
+TASK_RESULTS_STREAM = "VOXMESH_TASK_RESULTS"
+#: Tasks that can never run, with the reason in headers; stream VOXMESH_TASKS_DLQ.
+TASKS_DLQ = "voxmesh.tasks_dlq.{type}"
+TASKS_DLQ_ALL = "voxmesh.tasks_dlq.*"
+TASKS_DLQ_STREAM = "VOXMESH_TASKS_DLQ"
+#: JetStream KV bucket holding subagent task records.
+TASKS_BUCKET = "voxmesh_tasks"
+#: JetStream advisory: a task message reached the consumer's max deliveries.
+TASKS_MAX_DELIVERIES = (
+    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.{TASKS_CONSUMER}")
 
 
 def media_in(session: str) -> str:
@@ -55,3 +76,23 @@ def dispatch(agent: str) -> str:
 def heartbeat(worker: str) -> str:
     """Heartbeat subject of a worker."""
     return HEARTBEAT.format(worker=worker)
+
+
+def task(task_type: str) -> str:
+    """Queue subject of a subagent task type."""
+    return TASKS.format(type=task_type)
+
+
+def task_cancel(task_id: str) -> str:
+    """Cancel broadcast subject of a subagent task."""
+    return TASK_CANCEL.format(task=task_id)
+
+
+def task_result(session: str) -> str:
+    """Subject of the subagent task results of a session."""
+    return TASK_RESULT.format(session=session)
+
+
+def task_dlq(task_type: str) -> str:
+    """Dead-letter subject of a subagent task type."""
+    return TASKS_DLQ.format(type=task_type)

@@ -21,7 +21,7 @@ from voxmesh_worker.guardrails import OutputChecks
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.speech import Turn, TurnSpeech, guarded, ms_since
 from voxmesh_worker.tool_round import ToolRound
-from voxmesh_worker.tools import ToolResult, ToolRunner
+from voxmesh_worker.tools import StartTask, ToolResult, ToolRunner
 from voxmesh_worker.turn_completion import Verdict
 from voxmesh_worker.turn_trace import TurnTrace
 
@@ -66,9 +66,11 @@ class TurnAnswer:
         tool_definitions: list[llm_pb2.ToolDefinition],
         keep_running: Callable[[Coroutine[Any, Any, None], str], None],
         output_checks: OutputChecks | None = None,
+        start_task: Callable[[str], StartTask] | None = None,
     ) -> None:
         """Prepares the answer; :meth:`run` produces it."""
         self._output_checks = output_checks
+        self._start_task = start_task
         self._turn = turn
         self._speech = speech
         self._session_id = session_id
@@ -110,7 +112,8 @@ class TurnAnswer:
                 await self._say(_STEP_LIMIT_LINE)
                 return
             tool_round = ToolRound(turn, self._speech, runner=self._tools,
-                                   commit=self._commit_results, keep_running=self._keep_running)
+                                   commit=self._commit_results, keep_running=self._keep_running,
+                                   start_task=self._start_task)
             outcomes = await tool_round.run(calls)
             if failed := [o for o in outcomes if o.failed]:
                 # No model step after a failure: an apology now beats a small model's guess.

@@ -7,7 +7,13 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from voxmesh.v1 import guardrails_pb2_grpc, llm_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
+from voxmesh.v1 import (
+    guardrails_pb2_grpc,
+    llm_pb2_grpc,
+    stt_pb2_grpc,
+    subagents_pb2_grpc,
+    tts_pb2_grpc,
+)
 
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -22,11 +28,14 @@ _CHANNEL_OPTIONS = [
 class ServiceClients:
     """Channels and stubs to the model services (and the guardrails, when configured)."""
 
-    def __init__(self, *, stt: str, llm: str, tts: str, guardrails: str = "") -> None:
-        """Opens lazy channels to the services; an empty guardrails address means none."""
+    def __init__(self, *, stt: str, llm: str, tts: str, guardrails: str = "",
+                 subagents: str = "") -> None:
+        """Opens lazy channels to the services; an empty optional address means none."""
         self.addresses = {"stt": stt, "llm": llm, "tts": tts}
         if guardrails:
             self.addresses["guardrails"] = guardrails
+        if subagents:
+            self.addresses["subagents"] = subagents
         self._channels = {
             name: grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             for name, address in self.addresses.items()
@@ -36,6 +45,8 @@ class ServiceClients:
         self.tts = tts_pb2_grpc.TextToSpeechStub(self._channels["tts"])
         self.guardrails = (guardrails_pb2_grpc.GuardrailsStub(self._channels["guardrails"])
                            if guardrails else None)
+        self.subagents = (subagents_pb2_grpc.SubagentsStub(self._channels["subagents"])
+                          if subagents else None)
 
     async def wait_serving(self, timeout_s: float) -> None:
         """Waits until every service reports SERVING on grpc.health.v1.

@@ -40,6 +40,7 @@ from voxmesh.pii import redact
 from voxmesh.v1 import common_pb2, llm_pb2, session_pb2, stt_pb2
 from voxmesh_worker import instruments
 from voxmesh_worker.answer import CallerNotDone, TurnAnswer
+from voxmesh_worker.background import BackgroundTasks, result_message, spoken_result
 from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.guardrails import Guardrails
 from voxmesh_worker.interruptions import HeldPlayout, is_backchannel
@@ -108,6 +109,7 @@ class CallSession:
             clients.guardrails, agent=settings.agent,
             timeout_s=settings.guardrails_timeout_ms / 1000,
             fail_open=settings.guardrails_fail_open)
+        self._background = BackgroundTasks(session_id, nc, clients.subagents)
         self._tool_definitions = [
             llm_pb2.ToolDefinition(name=t.name, description=t.description,
                                    parameters_json_schema=json.dumps(t.parameters))
@@ -164,6 +166,7 @@ class CallSession:
             await self._nc.subscribe(subjects.media_in(sid), cb=self._on_media),
             await self._nc.subscribe(subjects.control(sid), cb=self._on_control),
         ]
+        await self._background.start()
 
     async def run(self) -> str:
         """Drives the call until hangup, a fatal error or :meth:`end`; returns the reason."""
@@ -176,6 +179,8 @@ class CallSession:
         self._spawn(self._playout.run(), "playout")
         self._spawn(self._audio_loop(), "audio")
         self._spawn(self._stt_loop(), "stt")
+        if self._background.enabled:
+            self._spawn(self._speak_task_results(), "task-results")
         if self._settings.greeting:
             self._turn_task = asyncio.create_task(self._greet(), name="greeting")
         try:
@@ -197,6 +202,7 @@ class CallSession:
                 await asyncio.gather(task, return_exceptions=True)
         for sub in self._subscriptions:
             await sub.unsubscribe()
+        await self._background.stop()
         await self._stt_requests.put(None)
         for task in self._tasks:
             task.cancel()
@@ -495,6 +501,8 @@ class CallSession:
         if self._held is not None:
             self._held = None
             await self._cancel_turn()
+            if cancelled := await self._background.cancel():
+                await self._commit_results(cancelled)
 
     async def _cancel_turn(self) -> None:
         task = self._turn_task
@@ -609,7 +617,8 @@ class CallSession:
             answer = TurnAnswer(turn, speech, session_id=self.session_id, clients=self._clients,
                                 settings=self._settings, tools=self._tools,
                                 tool_definitions=self._tool_definitions, keep_running=self._spawn,
-                                output_checks=output_checks)
+                                output_checks=output_checks,
+                                start_task=self._background.starter(turn.ref(self.session_id)))
             try:
                 if decline:
                     await speech.say(decline)
@@ -652,17 +661,7 @@ class CallSession:
         turn = Turn(index=index, transcript=done, speech_end=now, speech_end_wall=0.0)
         self._turn, self._speech = turn, None
         try:
-            async with TurnSpeech(turn, session_id=self.session_id, clients=self._clients,
-                                  settings=self._settings, playout=self._playout,
-                                  on_sentence_audio=self._on_sentence_audio(turn)) as speech:
-                self._speech = speech
-                turn.generated = text
-                await speech.say(text)
-                await speech.finish()
-            turn.finished_speaking = True
-            await self._emit(agent_text=session_pb2.AgentText(
-                turn_index=index, text=text, is_final=True))
-            await self._commit_heard(turn, text, interrupted=False)
+            await self._speak_line(turn, text)
         except asyncio.CancelledError:
             if self._speech is not None and self._speech.audible:
                 await asyncio.shield(self._on_interrupted(turn, self._speech))
@@ -672,6 +671,20 @@ class CallSession:
         finally:
             if not self._ended.is_set() and self._turn is turn:
                 await self._set_state(State.STATE_LISTENING)
+
+    async def _speak_line(self, turn: Turn, text: str) -> None:
+        """Says ``text`` as the whole of ``turn`` (no LLM) and records it as heard."""
+        async with TurnSpeech(turn, session_id=self.session_id, clients=self._clients,
+                              settings=self._settings, playout=self._playout,
+                              on_sentence_audio=self._on_sentence_audio(turn)) as speech:
+            self._speech = speech
+            turn.generated = text
+            await speech.say(text)
+            await speech.finish()
+        turn.finished_speaking = True
+        await self._emit(agent_text=session_pb2.AgentText(
+            turn_index=turn.index, text=text, is_final=True))
+        await self._commit_heard(turn, text, interrupted=False)
 
     async def _on_audit(self, verdict: session_pb2.AuditVerdict) -> None:
         """The guardrails audit judged a finished turn: warn, correct, or end the call."""
@@ -698,6 +711,80 @@ class CallSession:
         if verdict.action == session_pb2.AuditVerdict.ACTION_END:
             self.end(f"audit: {verdict.reason}")
 
+    async def _speak_task_results(self) -> None:
+        """Background results are spoken at the next turn boundary, as an agent turn."""
+        finished = self._background.finished
+        results: list[llm_pb2.ToolResultMessage] = []
+        while True:
+            if not results:
+                task, status = await finished.get()
+                results.append(result_message(task, status))
+            await self._wait_for_turn_boundary()
+            while not finished.empty():
+                results.append(result_message(*finished.get_nowait()))
+            self._turn_index += 1
+            now = time.monotonic()
+            done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            done.set_result("")
+            turn = Turn(index=self._turn_index, transcript=done, speech_end=now,
+                        speech_end_wall=0.0)
+            assert self._session_span is not None
+            turn.trace = TurnTrace(self._session_span, self.session_id, time.time())
+            turn.trace.span.set_attribute("voxmesh.turn.initiated_by", "task_result")
+            self._turn_task = asyncio.create_task(self._run_result_turn(turn, results),
+                                                  name=f"results-{turn.index}")
+            await asyncio.gather(self._turn_task, return_exceptions=True)
+            if turn.audible or not self._turn_task.cancelled():
+                results = []  # spoken (or heard in part): the context has them
+            # else: the caller spoke first; say them at the next boundary
+
+    async def _wait_for_turn_boundary(self) -> None:
+        """Returns once neither the caller nor the agent is talking (or about to)."""
+        # Polled: "idle" spans the VAD, the held playout and the turn task; a 50 ms look is
+        # far below what a caller notices, and no event has to be kept in sync with all three.
+        while True:
+            if not (self._detector.user_speaking or self._held is not None
+                    or (self._turn_task is not None and not self._turn_task.done())):
+                return
+            await asyncio.sleep(0.05)
+
+    async def _run_result_turn(self, turn: Turn, results: list[llm_pb2.ToolResultMessage]
+                               ) -> None:
+        self._turn, self._speech = turn, None
+        interrupted = False
+        try:
+            await self._commit_results(results)
+            line = " ".join(filter(None, (spoken_result(r) for r in results)))
+            if line:
+                await self._speak_line(turn, line)
+        except asyncio.CancelledError:
+            speech = self._speech if self._turn is turn else None
+            if speech is not None and speech.audible:
+                interrupted = True
+                # Cut off before a single word: said again at the next boundary.
+                turn.audible = bool(speech.heard_text())
+                await asyncio.shield(self._on_interrupted(turn, speech))
+            else:
+                # Nothing heard: forget the half-made turn; the results are spoken later.
+                await asyncio.shield(self._discard_unheard(turn))
+            raise
+        except ServiceCallError as exc:
+            await self._emit_error(exc.detail, fatal=False)
+        finally:
+            if not interrupted and not self._ended.is_set():
+                await self._set_state(State.STATE_LISTENING)
+            assert turn.trace is not None
+            turn.trace.finish(turn_index=turn.index, interrupted=interrupted, discarded=False,
+                              voice_to_voice_ms=0, metrics={})
+
+    async def _commit_results(self, results: list[llm_pb2.ToolResultMessage]) -> None:
+        try:
+            await self._clients.llm.CommitToolResults(llm_pb2.CommitToolResultsRequest(
+                turn=common_pb2.TurnRef(session_id=self.session_id, turn_index=self._turn_index),
+                results=results), timeout=2)
+        except grpc.RpcError as exc:
+            log.warning("committing tool results failed: %s", error_from_rpc(exc).message)
+
     def _on_first_frame(self, turn_index: int) -> None:
         turn = self._turn
         if turn is not None and turn.index == turn_index and turn_index > 0:
@@ -717,6 +804,10 @@ class CallSession:
     async def _carry_over(self, turn: Turn, carried: list[asyncio.Future[str]]) -> None:
         """The caller went on before hearing an answer: keep their words for the next turn."""
         self._carried = [*carried, turn.transcript, *self._carried]
+        await self._discard_unheard(turn)
+
+    async def _discard_unheard(self, turn: Turn) -> None:
+        """Forgets a turn the caller heard nothing of (its index is reused)."""
         if self._turn_index == turn.index:  # the LLM had started: forget its half-turn
             self._turn_index = turn.index - 1
             try:

@@ -42,6 +42,8 @@ class WorkerSettings(CommonSettings):
     #: A check that takes longer fails (closed, unless ``guardrails_fail_open``).
     guardrails_timeout_ms: int = Field(default=200, ge=1, le=10_000)
     guardrails_fail_open: bool = False
+    #: Subagents service (async tools); empty: agents cannot use ``subagent`` tools.
+    subagents_address: str = "127.0.0.1:50055"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     tts_voice: str = ""
     speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)

@@ -62,6 +62,8 @@ class Turn:
     playout_span: Span | None = None
     #: All of the answer has been played out (only its record in context is left to do).
     finished_speaking: bool = False
+    #: Some of the answer reached the caller before it was interrupted.
+    audible: bool = False
     #: Filler and watchdog lines already said this turn (said once, not every tool round).
     tool_lines_said: set[str] = field(default_factory=set)
 

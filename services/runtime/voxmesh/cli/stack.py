@@ -23,7 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 _handed_out: set[int] = set()
 #: The gRPC services, started together after NATS and before the worker.
-_SERVICES = ("stt", "llm", "tts", "guardrails")
+_SERVICES = ("stt", "llm", "tts", "guardrails", "subagents")
+#: Knowledge bases of the example agents (used when the agent file has no ``kb`` folder).
+_EXAMPLE_KB_DIR = Path(__file__).resolve().parents[3] / "worker" / "agents" / "kb"
 
 
 def free_port() -> int:
@@ -61,13 +63,14 @@ class Ports:
     llm: int = 50052
     tts: int = 50053
     guardrails: int = 50054
+    subagents: int = 50055
     edge: int = 8080
 
     @classmethod
     def free(cls) -> Ports:
         """Picks free ports for every process (tests run several stacks side by side)."""
         return cls(nats=free_port(), stt=free_port(), llm=free_port(), tts=free_port(),
-                   guardrails=free_port(), edge=free_port())
+                   guardrails=free_port(), subagents=free_port(), edge=free_port())
 
 
 @dataclass
@@ -138,6 +141,9 @@ class Stack:
         # The guardrails enforce the policy (and guard the system prompt) of the agent file the
         # worker runs, when there is one.
         agent_file = base.get("VOXMESH_WORKER_AGENT_FILE", "")
+        kb_dir = Path(agent_file).parent / "kb" if agent_file else _EXAMPLE_KB_DIR
+        if not kb_dir.is_dir():
+            kb_dir = _EXAMPLE_KB_DIR
         return {
             "nats": child("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(p.nats),
                                    "-js", "-sd", str(jetstream)], {}, 5),
@@ -151,11 +157,17 @@ class Stack:
                 "VOXMESH_GUARDRAILS_PORT": str(p.guardrails),
                 "VOXMESH_GUARDRAILS_DRAIN_GRACE_S": grace,
                 "VOXMESH_GUARDRAILS_AGENT_FILES": agent_file}, 15),
+            "subagents": child("subagents", [python, "-m", "voxmesh_subagents"], {
+                "VOXMESH_SUBAGENTS_PORT": str(p.subagents),
+                "VOXMESH_SUBAGENTS_DRAIN_GRACE_S": grace,
+                "VOXMESH_SUBAGENTS_LLM_ADDRESS": f"127.0.0.1:{p.llm}",
+                "VOXMESH_SUBAGENTS_KB_DIR": str(kb_dir)}, 15),
             "worker": child("worker", [python, "-m", "voxmesh_worker"], {
                 "VOXMESH_WORKER_STT_ADDRESS": f"127.0.0.1:{p.stt}",
                 "VOXMESH_WORKER_LLM_ADDRESS": f"127.0.0.1:{p.llm}",
                 "VOXMESH_WORKER_TTS_ADDRESS": f"127.0.0.1:{p.tts}",
-                "VOXMESH_WORKER_GUARDRAILS_ADDRESS": f"127.0.0.1:{p.guardrails}"}, 40),
+                "VOXMESH_WORKER_GUARDRAILS_ADDRESS": f"127.0.0.1:{p.guardrails}",
+                "VOXMESH_WORKER_SUBAGENTS_ADDRESS": f"127.0.0.1:{p.subagents}"}, 40),
             "edge": child("edge", [python, "-m", "voxmesh_edge"], {
                 "VOXMESH_EDGE_PORT": str(p.edge)}, 15),
         }
