@@ -192,9 +192,12 @@ async def test_transcripts_on_spans_only_when_enabled_and_redacted(
     user_text = " | ".join(t.attributes["voxmesh.turn.user_text"] for t in turns)
     assert "card number" in user_text.lower() and "phone number" in user_text.lower()
     # Whisper formats spoken digits unpredictably, so which marker a number gets varies; what
-    # matters is that each number is masked and no run of digits leaves the session.
+    # matters is that each number is masked and no run of digits leaves the session. The
+    # guardrails service may have masked it already ("[card number]") in the transcript the
+    # worker answers; otherwise trace redaction did ("[CARD]").
+    masked = re.compile(r"\[(CARD|PHONE|NUMBER|card number|phone number)\]")
     for turn in turns:
-        assert re.search(r"\[(CARD|PHONE|NUMBER)\]", turn.attributes["voxmesh.turn.user_text"])
+        assert masked.search(turn.attributes["voxmesh.turn.user_text"])
     assert not re.search(r"\d{3}", user_text), f"digits left in {user_text!r}"
     assert all("voxmesh.turn.agent_text" in t.attributes for t in turns)
 

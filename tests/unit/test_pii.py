@@ -23,7 +23,7 @@ from voxmesh.pii import (
         ("mail john at example dot com now", "mail [EMAIL] now"),
         # What Whisper tiny wrote for a spoken card number and phone number:
         ("My card number is 4,111, 1111,111, 1111,111 and my phone number is 450550123.",
-         "My card number is [NUMBER] and my phone number is [PHONE]."),
+         "My card number is [CARD] and my phone number is [PHONE]."),
         ("a table for 2 at 7:30 in 2026", "a table for 2 at 7:30 in 2026"),
     ],
 )
@@ -46,6 +46,8 @@ def test_luhn() -> None:
         # Whisper writes spoken digits with spaces, or leaves them as words.
         ("it's four one one one one one one one one one one one one one one one ok",
          "card_number", "four one one one one one one one one one one one one one one one"),
+        # A digit lost in transcription breaks Luhn; "card" before it still marks it.
+        ("My card number is 37828246310005.", "card_number", "37828246310005"),
         ("card 4111 1111 1111 1111, 415 555 0123", "phone", "415 555 0123"),
         ("call +44 20 7946 0958 please", "phone", "+44 20 7946 0958"),
         ("call +1 (415) 555-0123", "phone", "+1 (415) 555-0123"),
@@ -69,7 +71,7 @@ def test_find_pii_spans(text: str, kind: str, covered: str) -> None:
 @pytest.mark.parametrize(
     ("text", "kind"),
     [
-        ("card 4111 1111 1111 1112", "card_number"),  # Luhn fails
+        ("ref 4111 1111 1111 1112", "card_number"),  # Luhn fails, nothing says "card"
         ("order 123456789", "national_id"),  # nine digits, neither SSN context nor 3-2-4
         ("ssn 666-12-3456", "national_id"),  # area 666 is never assigned
         ("ssn 078-00-1120", "national_id"),  # group 00 is never assigned

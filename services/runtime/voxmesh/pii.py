@@ -15,7 +15,9 @@ than a card digit left out).
 
 Kinds, and the tag :func:`redact` puts in their place:
 
-* ``card_number``: 13-19 digits starting 1-6 that pass the Luhn check (``[CARD]``).
+* ``card_number``: 13-19 digits starting 1-6 that pass the Luhn check, or that follow a word
+  like "card" or "Visa" (a recognizer that drops or mishears one digit breaks the checksum, yet
+  the other digits are still the caller's card) (``[CARD]``).
 * ``national_id``: by locale, below (``[SSN]`` for a US SSN, ``[ID]`` for the others).
 * ``phone``: ``+`` and 8-15 digits; US (NANP) 10 or 1 + 10 digits; UK 0 + 10 digits
   (``[PHONE]``).
@@ -92,6 +94,9 @@ _DIGIT_TOKEN = re.compile(
 )
 _GAP = re.compile(r"[\s,.\-()/]{0,3}")
 _SSN_CONTEXT = re.compile(r"social\s+security|\bssn\b|\bsocial\b", re.IGNORECASE)
+_CARD_CONTEXT = re.compile(
+    r"\b(?:card|credit|debit|visa|master\s?card|amex|american\s+express|discover)\b",
+    re.IGNORECASE)
 # Trace redaction's catch-all: a digit, then digits and separators, ending on a digit.
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d\s,.\-()]*\d\)?")
 
@@ -217,6 +222,23 @@ def _classify(digits: str, groups: list[_Group], text: str,
     return None
 
 
+def _misheard_card(windows: list[tuple[int, str]], run: list[_Group], first: int,
+                   text: str) -> int | None:
+    """The end of a card number that fails Luhn but follows a word like "card", if any.
+
+    A lost or extra digit breaks the checksum of a real card. The whole run is the card when
+    it is 13-19 digits; a longer run (a phone number said right after) gives the card 16.
+    """
+    start = run[first].start
+    if not _CARD_CONTEXT.search(text, max(0, start - 48), start):
+        return None
+    whole = bool(windows) and windows[-1][0] == len(run) - 1
+    for end, digits in reversed(windows):
+        if 13 <= len(digits) <= (19 if whole else 16) and digits[0] in "123456":
+            return end
+    return None
+
+
 def _number_spans(text: str, locales: Collection[str]) -> Iterator[PiiSpan]:
     for run in _digit_groups(text):
         index = 0
@@ -235,6 +257,9 @@ def _number_spans(text: str, locales: Collection[str]) -> Iterator[PiiSpan]:
                 if classified is not None:
                     found = end, *classified
                     break
+            if found is None:
+                card_end = _misheard_card(windows, run, index, text)
+                found = None if card_end is None else (card_end, "card_number", "")
             if found is None:
                 index += 1
                 continue
