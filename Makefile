@@ -74,6 +74,7 @@ bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/tracing_overhead.py --out bench/results.json
 	@$(PY) bench/guardrails.py --out bench/results.json
 	@$(PY) bench/subagents.py --out bench/results.json
+	@$(PY) bench/dispatch.py --out bench/results.json
 
 dashboards: install ## Regenerate the Grafana dashboards (infra/grafana/dashboards) from code
 	@$(PY) infra/grafana/build_dashboards.py

@@ -16,8 +16,11 @@ CONTROL = "voxmesh.session.{session}.control"
 #: Worker -> anyone: SessionEvent.
 EVENTS = "voxmesh.session.{session}.events"
 EVENTS_ALL = "voxmesh.session.*.events"
-#: Worker heartbeats (WorkerHeartbeat).
+#: Worker heartbeats (WorkerHeartbeat): every ``heartbeat_interval_s`` and on each change.
 HEARTBEAT = "voxmesh.worker.{worker}.heartbeat"
+HEARTBEAT_ALL = "voxmesh.worker.*.heartbeat"
+#: Operator -> worker: stop taking calls, finish the active ones, exit (empty payload).
+DRAIN = "voxmesh.worker.{worker}.drain"
 #: JetStream KV bucket holding LLM context per session.
 CONTEXT_BUCKET = "voxmesh_context"
 #: Subagent tasks (JSON), JetStream work-queue stream VOXMESH_TASKS, one durable consumer.
@@ -71,6 +74,11 @@ def events(session: str) -> str:
 def dispatch(agent: str) -> str:
     """Dispatch subject for an agent."""
     return DISPATCH.format(agent=agent)
+
+
+def drain(worker: str) -> str:
+    """Subject on which the operator asks ``worker`` to drain."""
+    return DRAIN.format(worker=worker)
 
 
 def heartbeat(worker: str) -> str:

@@ -5,8 +5,11 @@ is active. It subscribes to the dispatch subject (a queue group: one worker answ
 only while it has free capacity, and unsubscribes when full or draining, so a call is never
 offered to a worker that cannot take it.
 
-On SIGTERM it drains: it leaves the dispatch group at once, lets active calls finish for up to
-``drain_timeout_s``, ends the rest with an error event, and exits.
+On SIGTERM, or a drain request from the operator on ``voxmesh.worker.<id>.drain``, it drains:
+it leaves the dispatch group at once, lets active calls finish for up to ``drain_timeout_s``,
+ends the rest with an error event, and exits. Heartbeats carry its state, sessions, capacity
+and version; one is sent on every change, so the operator sees a call land within
+milliseconds, not at the next beat.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Worker:
         self._vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._sessions: dict[str, tuple[CallSession, asyncio.Task[str]]] = {}
         self._dispatch_sub: Any = None
+        self._drain_sub: Any = None
         self._stop = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._tools = tools
@@ -85,12 +89,16 @@ class Worker:
             guardrails=settings.guardrails_address, subagents=settings.subagents_address,
         )
         self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="heartbeats")
+        # Listen for drain requests from the start: a worker retired while still warming
+        # must never join the dispatch group.
+        self._drain_sub = await self._nc.subscribe(
+            subjects.drain(settings.worker_id), cb=self._on_drain_request)
         try:
-            await self._clients.wait_serving(timeout_s=120)
-            self.state = "idle"
+            if not await self._warm_up():
+                self.state = "draining"  # stopped before it took a call: nothing to finish
+                return
             _initialize_counters(settings.agent)
             await self._update_dispatch()
-            await self._publish_heartbeat()
             log.info("worker %s warm: taking calls for agent %r (capacity %d)",
                      settings.worker_id, settings.agent, settings.max_sessions)
             if ready is not None:
@@ -108,14 +116,39 @@ class Worker:
             self._vad_executor.shutdown(wait=False)
             log.info("worker %s stopped", settings.worker_id)
 
+    async def _warm_up(self) -> bool:
+        """Waits for the model services; False when stopped first."""
+        assert self._clients is not None
+        serving = asyncio.create_task(self._clients.wait_serving(timeout_s=120), name="warm-up")
+        stopped = asyncio.create_task(self._stop.wait(), name="stop-while-warming")
+        try:
+            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            serving.cancel()
+            await asyncio.gather(stopped, serving, return_exceptions=True)
+        if not serving.cancelled():
+            serving.result()  # a warm-up failure is the worker's failure
+        if self._stop.is_set():
+            return False
+        self.state = "idle"
+        return True
+
     def request_drain(self) -> None:
         """Starts a drain (as SIGTERM does)."""
         self._stop.set()
 
+    async def _on_drain_request(self, msg: Msg) -> None:
+        if not self._stop.is_set():
+            log.info("drain requested by %s", msg.headers.get("from", "the operator")
+                     if msg.headers else "the operator")
+        self.request_drain()
+        if msg.reply:
+            await msg.respond(b"")
+
     async def _drain(self) -> None:
         self.state = "draining"
         await self._update_dispatch()
-        await self._publish_heartbeat()
         if self._sessions:
             log.info("draining: waiting up to %.0fs for %d call(s)",
                      self.settings.drain_timeout_s, len(self._sessions))
@@ -141,6 +174,7 @@ class Worker:
             await sub.unsubscribe()
         if self.state != "draining":
             self.state = "busy" if self.active_sessions else "idle"
+        await self._publish_heartbeat()
 
     async def _on_dispatch(self, msg: Msg) -> None:
         request = session_pb2.DispatchRequest()

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 _handed_out: set[int] = set()
 #: The gRPC services, started together after NATS and before the worker.
 _SERVICES = ("stt", "llm", "tts", "guardrails", "subagents")
+_WORKER_ID = "VOXMESH_WORKER_WORKER_ID"
 #: Knowledge bases of the example agents (used when the agent file has no ``kb`` folder).
 _EXAMPLE_KB_DIR = Path(__file__).resolve().parents[3] / "worker" / "agents" / "kb"
 
@@ -194,6 +195,29 @@ class Stack:
         await bring_up("worker")
         await bring_up("edge")
 
+    async def add_worker(self, name: str, env: dict[str, str] | None = None) -> str:
+        """Starts one more worker process (``worker-<name>``) and waits until it is warm.
+
+        Args:
+            name: Suffix of the process name; also the worker id.
+            env: Extra environment (e.g. a smaller ``VOXMESH_WORKER_MAX_SESSIONS``).
+
+        Returns:
+            The process name, for :meth:`terminate`.
+        """
+        base = self.children["worker"]
+        process_name = f"worker-{name}"
+        extra = {**(env or {}), _WORKER_ID: name}
+        if self.metrics:
+            extra["VOXMESH_METRICS_PORT"] = str(
+                self.metrics_ports.setdefault(process_name, free_port()))
+        self.children[process_name] = Child(
+            process_name, base.argv, {**base.env, **extra},
+            base.log_path.with_name(f"{process_name}.log"), base.grace_s)
+        await self.spawn(process_name)
+        await self.wait_healthy(process_name)
+        return process_name
+
     async def spawn(self, name: str) -> None:
         """Starts (or restarts) one process, appending to its log."""
         child = self.children[name]
@@ -231,6 +255,8 @@ class Stack:
             return await asyncio.to_thread(_http_ok, f"{self.edge_url}/healthz")
         if name == "worker":
             return await _worker_warm(self.nats_url)
+        if name.startswith("worker-"):
+            return await _worker_warm(self.nats_url, self.children[name].env[_WORKER_ID])
         return False
 
     def log_tail(self, name: str, lines: int = 20) -> str:
@@ -259,10 +285,12 @@ class Stack:
             return None
 
     async def stop(self) -> None:
-        """Stops everything, callers' side first (edge, worker), NATS last."""
+        """Stops everything, callers' side first (edge, workers), NATS last."""
         for name in ("edge", "worker"):
             if name in self.children:
                 await self.terminate(name)
+        await asyncio.gather(*(self.terminate(n) for n in self.children
+                               if n.startswith("worker-")))
         await asyncio.gather(*(self.terminate(n) for n in _SERVICES if n in self.children))
         if "nats" in self.children:
             await self.terminate("nats")
@@ -297,8 +325,8 @@ async def _grpc_serving(port: int) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def _worker_warm(nats_url: str) -> bool:
-    """True once some worker heartbeats as warm (idle or busy)."""
+async def _worker_warm(nats_url: str, worker_id: str = "*") -> bool:
+    """True once some worker (or ``worker_id``) heartbeats as warm (idle or busy)."""
     import nats
 
     from voxmesh import subjects
@@ -314,7 +342,7 @@ async def _worker_warm(nats_url: str) -> bool:
 
     nc = await nats.connect(nats_url, connect_timeout=1, max_reconnect_attempts=0)
     try:
-        await nc.subscribe(subjects.heartbeat("*"), cb=on_beat)
+        await nc.subscribe(subjects.heartbeat(worker_id), cb=on_beat)
         try:
             await asyncio.wait_for(warm.wait(), timeout=2.5)
         except TimeoutError:
