@@ -135,9 +135,10 @@ def _status(emulator: kmock.KubernetesEmulator) -> dict[str, Any]:
     return emulator.objects[POOLS, NS, "host"].get("status") or {}
 
 
-async def _until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (result := predicate()):
+async def _until(predicate: Callable[[], Any], within_s: float = 10) -> Any:
+    """Polls ``predicate`` until it is truthy: the emulator's state has no change events."""
+    async with asyncio.timeout(within_s):
+        while not (result := predicate()):  # noqa: ASYNC110 - nothing to wait on but polling
             await asyncio.sleep(0.05)
     return result
 
