@@ -18,11 +18,13 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from voxmesh.logs import setup_logging
+    from voxmesh.metrics import setup_metrics
     from voxmesh_operator import main as handlers
     from voxmesh_operator.settings import OperatorSettings
 
     settings: OperatorSettings = handlers.SETTINGS
     setup_logging("operator", settings.log_level, settings.log_format)
+    setup_metrics("operator")
     namespaces = args.namespace or settings.namespaces
     kopf.run(
         clusterwide=not namespaces,

@@ -13,11 +13,14 @@ Rules, in order:
 1. Pods whose worker exited (``Succeeded``/``Failed``) are deleted; terminating pods are
    ignored, the kubelet is already draining them.
 2. Draining workers are deleted once they have no calls, or when the drain timeout passes.
-3. In a rollout, busy workers of an old template are drained: they finish their calls and take
-   no new ones. Old idle workers stay only while new ones are still warming, so the buffer is
-   never empty; old warming workers go at once.
-4. Spare (idle or warming) workers of the current template are created up to
-   ``desired - busy``; surplus spare workers are deleted, warming before idle, newest first.
+3. The buffer is sized on the calls in progress, draining workers' included, and the pool
+   keeps ``busy + buffer`` workers that take calls, clamped to min/max.
+4. In a rollout, busy workers of an old template are drained: they finish their calls and take
+   no new ones. ``maxSurge`` extra spare workers absorb the calls that would have gone to
+   them. Old spare workers stay only while new ones are still warming, so the buffer is
+   never cold.
+5. Spare (idle or warming) workers are created up to the target; surplus ones are deleted
+   after ``scaleDownDelaySeconds``, warming before idle, newest first.
 """
 
 from __future__ import annotations
@@ -102,8 +105,11 @@ class PoolPlan:
         drain: Workers to ask to drain.
         desired: Busy plus spare workers the pool aims for (``busy + buffer``, clamped).
         busy: Busy workers that take calls (draining ones excluded).
+        load: Workers with calls, draining ones included; the buffer is sized on it.
         spare_after: Spare workers once the plan is applied (created ones included).
         rolling_out: Workers of an old template remain.
+        surplus_since: When the pool started having more spare workers than it needs (kept
+            until ``scaleDownDelaySeconds`` passes); pass it to the next plan.
     """
 
     create: int = 0
@@ -111,8 +117,10 @@ class PoolPlan:
     drain: tuple[str, ...] = ()
     desired: int = 0
     busy: int = 0
+    load: int = 0
     spare_after: int = 0
     rolling_out: bool = False
+    surplus_since: float | None = None
 
     @property
     def deleted_names(self) -> set[str]:
@@ -132,7 +140,7 @@ def _newest_first(workers: Sequence[WorkerView]) -> list[WorkerView]:
 
 
 def plan_pool(spec: PoolSpec, template_hash: str, workers: Sequence[WorkerView],
-              now: float) -> PoolPlan:
+              now: float, surplus_since: float | None = None) -> PoolPlan:
     """Decides the next actions of a pool.
 
     Args:
@@ -140,6 +148,8 @@ def plan_pool(spec: PoolSpec, template_hash: str, workers: Sequence[WorkerView],
         template_hash: Hash of the current pod template.
         workers: Every pod of the pool.
         now: Current time, on the clock of ``created_at`` and ``drain_requested_at``.
+        surplus_since: When the pool first had more spare workers than it needs, from the
+            previous plan (:attr:`PoolPlan.surplus_since`); None if it had not.
 
     Returns:
         The plan; applying it twice does no harm (deletes and drains are idempotent, and
@@ -148,6 +158,7 @@ def plan_pool(spec: PoolSpec, template_hash: str, workers: Sequence[WorkerView],
     delete: list[tuple[str, str]] = []
     drain: list[str] = []
     active: list[WorkerView] = []
+    draining_calls = 0
     for worker in workers:
         if worker.terminating:
             continue
@@ -157,6 +168,8 @@ def plan_pool(spec: PoolSpec, template_hash: str, workers: Sequence[WorkerView],
             reason = _drained(spec, worker, now)
             if reason:
                 delete.append((worker.name, reason))
+            else:
+                draining_calls += 1
         else:
             active.append(worker)
 
@@ -166,41 +179,53 @@ def plan_pool(spec: PoolSpec, template_hash: str, workers: Sequence[WorkerView],
         if worker.has_calls:
             drain.append(worker.name)
     busy = sum(1 for w in current if w.has_calls)
-    desired = spec.desired_workers(busy)
+    # The buffer follows the calls in progress, draining workers' included: in a rollout the
+    # calls move to the new template, and so must the capacity for the calls to come.
+    load = busy + draining_calls + len(drain)
+    desired = min(spec.max_replicas, max(spec.min_replicas, busy + spec.spare_for(load)))
     needed_spare = max(0, desired - busy)
+    surge = spec.surge_for(desired) if old else 0
+    # A rollout holds ``surge`` extra spare workers: calls ending on old workers give no
+    # capacity back (those workers are leaving), so the new template must absorb arrivals.
+    target = max(0, min(needed_spare + surge, spec.max_replicas - busy))
     spare = _newest_first([w for w in current if w.spare])
     old_spare = [w for w in old if w.spare]
 
-    # Current spare workers beyond the need go, warming before idle, newest first.
-    surplus = spare[:max(0, len(spare) - needed_spare)]
+    # Surplus spare workers go after ``scaleDownDelaySeconds`` (at once above maxReplicas),
+    # so that a call ending and the next arriving do not delete and recreate a pod.
+    surplus = max(0, len(spare) - target)
+    over_max = min(surplus, max(0, busy + len(spare) - spec.max_replicas))
+    since: float | None = None
+    if surplus:
+        since = surplus_since if surplus_since is not None else now
+        if now - since >= spec.scale_down_delay_s:
+            over_max, since = surplus, None
     delete += [(w.name, "scale down: more spare workers than the buffer needs")
-               for w in surplus]
-    spare = spare[len(surplus):]
+               for w in spare[:over_max]]
+    spare = spare[over_max:]
 
-    # Old idle workers keep serving as buffer until new ones are warm; old warming ones go.
+    # Old spare workers keep serving until new ones are warm, idle ones first.
     warm_new = sum(1 for w in spare if w.state is WorkerState.IDLE)
-    old_idle = sorted((w for w in old_spare if w.state is WorkerState.IDLE),
-                      key=lambda w: w.name)
-    keep_old = old_idle[:max(0, needed_spare - warm_new)]
+    candidates = sorted(old_spare, key=lambda w: (w.state is not WorkerState.IDLE, w.name))
+    keep_old = candidates[:max(0, needed_spare - warm_new)]
     delete += [(w.name, "rollout: replaced by a worker of the new template")
                for w in old_spare if w not in keep_old]
 
-    surge = spec.surge_for(desired) if old else 0
-    ceiling = min(spec.max_replicas, desired + surge)
-    want = needed_spare - len(spare)
-    free = ceiling - busy - len(spare) - len(keep_old)
-    short = max(0, -free)  # above the ceiling (maxReplicas was lowered): retire old first
-    if old and ceiling < desired + surge:
-        # maxReplicas leaves no room to surge: swap old idle workers for new ones, no more
+    want = target - len(spare)
+    free = target - len(spare) - len(keep_old)
+    short = max(0, -free)  # above the target (maxReplicas was lowered): retire old first
+    if old and needed_spare + surge > spec.max_replicas - busy:
+        # maxReplicas leaves no room to surge: swap old spare workers for new ones, no more
         # than ``surge`` warming at a time, as a Deployment with maxUnavailable does.
         warming_new = len(spare) - warm_new
         short += max(0, min(want, surge - warming_new) - max(free, 0))
-    retire, keep_old = keep_old[:short], keep_old[short:]
+    short = min(short, len(keep_old))
+    retire, keep_old = keep_old[len(keep_old) - short:], keep_old[:len(keep_old) - short]
     delete += [(w.name, "rollout: making room under maxReplicas") for w in retire]
     create = max(0, min(want, free + len(retire)))
     return PoolPlan(create=create, delete=tuple(delete), drain=tuple(drain), desired=desired,
-                    busy=busy, spare_after=len(spare) + len(keep_old) + create,
-                    rolling_out=bool(old))
+                    busy=busy, load=load, spare_after=len(spare) + len(keep_old) + create,
+                    rolling_out=bool(old), surplus_since=since)
 
 
 def _drained(spec: PoolSpec, worker: WorkerView, now: float) -> str:

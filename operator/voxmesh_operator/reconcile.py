@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 
+from voxmesh_operator import instruments
 from voxmesh_operator import pods as manifests
 from voxmesh_operator.heartbeats import HeartbeatRegistry, WorkerChannel
 from voxmesh_operator.kube import (
@@ -113,6 +114,7 @@ async def reconcile_pool(
         raise kopf.PermanentError("invalid AgentPool spec: template.spec.containers is empty")
     hash_ = manifests.template_hash(template)
     wall, mono = time.time(), time.monotonic()
+    labels = {"pool": key}
     now_iso = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
     by_name = {pod["metadata"]["name"]: pod for pod in pods}
@@ -120,13 +122,15 @@ async def reconcile_pool(
                for pod_name, pod in by_name.items()]
     workers += [WorkerView(pod_name, hash_, WorkerState.WARMING, created_at=wall)
                 for pod_name in operator.expectations.pending(key, by_name, mono)]
-    plan = plan_pool(spec, hash_, workers, wall)
+    previous = body.get("status") or {}
+    plan = plan_pool(spec, hash_, workers, wall, surplus_since=previous.get("surplusSince"))
     errors: list[str] = []
 
     async def attempt(what: str, call: Any) -> bool:
         try:
             await call
         except ApiError as error:
+            instruments.API_ERRORS.add(1, labels)
             errors.append(f"{what}: {error}")
             logger.warning("%s failed: %s", what, error)
             return False
@@ -138,6 +142,7 @@ async def reconcile_pool(
     for pod_name in plan.drain:
         if await attempt(f"mark {pod_name} draining", operator.client.patch(
                 pods_path(namespace, pod_name), manifests.drain_patch(wall))):
+            instruments.DRAINS.add(1, labels)
             logger.info("draining %s: it finishes its calls on the old template", pod_name)
     for worker in workers:
         # Re-sent until the worker reports draining: a request may be lost, repeating is safe.
@@ -147,6 +152,8 @@ async def reconcile_pool(
     for pod_name, reason in plan.delete:
         if await attempt(f"delete {pod_name}", operator.client.delete(
                 pods_path(namespace, pod_name))):
+            instruments.PODS_DELETED.add(
+                1, {**labels, "reason": instruments.deletion_reason(reason)})
             logger.info("deleted %s: %s", pod_name, reason)
     for _ in range(plan.create):
         pod = manifests.worker_pod(body, spec, template, hash_)
@@ -154,6 +161,7 @@ async def reconcile_pool(
         if await attempt(f"create {pod_name}", operator.client.create(
                 pods_path(namespace), pod)):
             operator.expectations.expect(key, pod_name, mono)
+            instruments.PODS_CREATED.add(1, labels)
     if plan.create:
         logger.info("created %d worker(s) (busy %d, desired %d)", plan.create, plan.busy,
                     plan.desired)
@@ -177,8 +185,10 @@ async def reconcile_pool(
 
     status = pool_status(name=name, generation=int(meta.get("generation") or 0), spec=spec,
                          template_hash=hash_, workers=workers, plan=plan,
-                         previous=body.get("status") or {}, now_iso=now_iso,
+                         previous=previous, now_iso=now_iso,
                          error="; ".join(errors))
+    instruments.record_status(key, status)
+    instruments.RECONCILE.record((time.monotonic() - mono) * 1000, labels)
     return Reconciled(status, tuple(errors))
 
 

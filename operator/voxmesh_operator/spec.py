@@ -70,8 +70,10 @@ class PoolSpec:
             the pool (with 20 %, a fifth of the workers are idle; Agones' ``bufferSize``).
         max_sessions_per_worker: Calls one worker takes at once.
         drain_timeout_s: How long a draining worker's calls may run before they are ended.
-        max_surge: New-template workers started ahead of retiring old ones in a rollout: a
-            count, or a percentage of the desired workers (rounded up, at least 1).
+        max_surge: Extra spare workers held during a rollout, started ahead of retiring old
+            ones: a count, or a percentage of the desired workers (rounded up, at least 1).
+        scale_down_delay_s: How long the pool must have more spare workers than it needs
+            before the surplus is deleted (churn damping, like an HPA's stabilization window).
     """
 
     min_replicas: int = 1
@@ -80,6 +82,7 @@ class PoolSpec:
     max_sessions_per_worker: int = 1
     drain_timeout_s: int = 600
     max_surge: IntOrPercent = IntOrPercent(25, percent=True)
+    scale_down_delay_s: int = 30
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
@@ -95,6 +98,8 @@ class PoolSpec:
             raise InvalidSpecError("maxSessionsPerWorker: must be at least 1")
         if self.drain_timeout_s < 0:
             raise InvalidSpecError("drainTimeoutSeconds: must not be negative")
+        if self.scale_down_delay_s < 0:
+            raise InvalidSpecError("scaleDownDelaySeconds: must not be negative")
 
     @classmethod
     def from_resource(cls, spec: Mapping[str, Any]) -> PoolSpec:
@@ -108,6 +113,7 @@ class PoolSpec:
             drain_timeout_s=int(spec.get("drainTimeoutSeconds", 600)),
             max_surge=IntOrPercent.parse(strategy.get("maxSurge", "25%"),
                                          "updateStrategy.maxSurge"),
+            scale_down_delay_s=int(spec.get("scaleDownDelaySeconds", 30)),
         )
 
     @property

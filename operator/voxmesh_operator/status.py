@@ -41,6 +41,7 @@ def pool_status(
     warm_spare = sum(1 for w in live if w.spare and w.state is WorkerState.IDLE)
     needed = max(0, plan.desired - plan.busy)
     outdated = sum(1 for w in live if w.template_hash != template_hash)
+    wanted = plan.busy + spec.spare_for(plan.load)
     conditions = [
         _condition("Ready", warm_spare >= needed,
                    "BufferWarm" if warm_spare >= needed else "BufferCold",
@@ -51,11 +52,10 @@ def pool_status(
                    f"{outdated} worker(s) on an old template" if plan.rolling_out else
                    f"creating {plan.create} worker(s)" if plan.create else "no change underway"),
         _condition("ScalingLimited",
-                   plan.busy + spec.spare_for(plan.busy) > spec.max_replicas,
-                   "AtMaxReplicas" if plan.busy + spec.spare_for(plan.busy) > spec.max_replicas
-                   else "WithinLimits",
-                   f"busy + buffer wants {plan.busy + spec.spare_for(plan.busy)} worker(s), "
-                   f"maxReplicas is {spec.max_replicas}"),
+                   wanted > spec.max_replicas,
+                   "AtMaxReplicas" if wanted > spec.max_replicas else "WithinLimits",
+                   f"busy + buffer wants {wanted} worker(s), maxReplicas is "
+                   f"{spec.max_replicas}"),
         _condition("ReconcileFailed", bool(error), "ApiError" if error else "Succeeded",
                    error or "the last reconcile applied its plan"),
     ]
@@ -77,6 +77,8 @@ def pool_status(
                         and w.state in (WorkerState.IDLE, WorkerState.BUSY))
         * spec.max_sessions_per_worker,
         "templateHash": template_hash,
+        # A merge patch removes the field with None once the surplus is gone.
+        "surplusSince": plan.surplus_since,
         "selector": f"{POOL_LABEL}={name}",
         "conditions": conditions,
     }

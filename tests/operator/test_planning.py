@@ -46,7 +46,7 @@ CASES = [
      PoolSpec(min_replicas=0, max_replicas=3, buffer=IntOrPercent(2)),
      _pool((NEW, BUSY), (NEW, BUSY)), 1, set(), set()),
     ("scale down deletes warming before idle, newest first, never busy",
-     PoolSpec(min_replicas=0, buffer=IntOrPercent(1)),
+     PoolSpec(min_replicas=0, buffer=IntOrPercent(1), scale_down_delay_s=0),
      _pool((NEW, IDLE), (NEW, BUSY), (NEW, IDLE), (NEW, WARMING)), 0, {"w3", "w2"}, set()),
     ("busy beyond max: nothing is deleted",
      PoolSpec(min_replicas=0, max_replicas=2, buffer=IntOrPercent(1)),
@@ -63,7 +63,7 @@ CASES = [
     ("rollout at maxReplicas: one old idle swapped for a new one at a time",
      PoolSpec(min_replicas=3, max_replicas=3, buffer=IntOrPercent(0),
               max_surge=IntOrPercent(1)),
-     _pool((OLD, IDLE), (OLD, IDLE), (OLD, IDLE)), 1, {"w0"}, set()),
+     _pool((OLD, IDLE), (OLD, IDLE), (OLD, IDLE)), 1, {"w2"}, set()),
     ("rollout at maxReplicas waits while a new worker warms",
      PoolSpec(min_replicas=3, max_replicas=3, buffer=IntOrPercent(0),
               max_surge=IntOrPercent(1)),
@@ -112,12 +112,12 @@ def test_invalid_spec_names_the_field(spec: dict, message: str) -> None:
 # Properties over random pools ---------------------------------------------------------------
 
 specs = st.builds(
-    lambda low, extra, buffer, percent, surge, timeout: PoolSpec(
+    lambda low, extra, buffer, percent, surge, timeout, delay: PoolSpec(
         min_replicas=low, max_replicas=low + extra,
         buffer=IntOrPercent(min(buffer * 10, 90), True) if percent else IntOrPercent(buffer),
-        max_surge=IntOrPercent(surge), drain_timeout_s=timeout),
+        max_surge=IntOrPercent(surge), drain_timeout_s=timeout, scale_down_delay_s=delay),
     st.integers(0, 6), st.integers(1, 8), st.integers(0, 5), st.booleans(), st.integers(0, 3),
-    st.integers(0, 120),
+    st.integers(0, 120), st.sampled_from([0, 30]),
 )
 workers_strategy = st.lists(
     st.builds(
@@ -167,7 +167,7 @@ def test_a_busy_worker_is_never_deleted(spec: PoolSpec, workers: list[WorkerView
 def test_spare_covers_the_buffer_whenever_max_allows(spec: PoolSpec,
                                                     workers: list[WorkerView]) -> None:
     plan, pool = _plan(spec, workers)
-    buffer = spec.spare_for(plan.busy)
+    buffer = spec.spare_for(plan.load)
     assert plan.spare_after >= min(buffer, spec.max_replicas - plan.busy), plan
     # The counts are what applying the plan leaves behind.
     gone = plan.deleted_names | set(plan.drain)
@@ -188,6 +188,7 @@ def test_no_plan_exceeds_max_replicas(spec: PoolSpec, workers: list[WorkerView])
 def test_a_rollout_converges_without_touching_calls(spec: PoolSpec,
                                                     workers: list[WorkerView]) -> None:
     """Applying plans, with new workers warming one step later, ends on the new template."""
+    spec = dataclasses.replace(spec, scale_down_delay_s=0)
     pool = [_consistent(w) for w in workers if not w.terminating]
     serial = len(pool)
     for step in range(40):
@@ -209,3 +210,28 @@ def test_a_rollout_converges_without_touching_calls(spec: PoolSpec,
     assert all(w.template_hash == NEW for w in pool), pool
     busy = sum(1 for w in pool if w.has_calls)
     assert len(pool) == max(spec.desired_workers(busy), busy)
+
+
+def test_surplus_spare_workers_go_only_after_the_scale_down_delay() -> None:
+    spec = PoolSpec(min_replicas=0, buffer=IntOrPercent(1), scale_down_delay_s=60)
+    pool = _pool((NEW, IDLE), (NEW, IDLE), (NEW, IDLE))
+    first = plan_pool(spec, NEW, pool, now=100.0)
+    assert (first.delete, first.surplus_since) == ((), 100.0)
+    later = plan_pool(spec, NEW, pool, now=130.0, surplus_since=first.surplus_since)
+    assert (later.delete, later.surplus_since) == ((), 100.0)
+    due = plan_pool(spec, NEW, pool, now=160.0, surplus_since=later.surplus_since)
+    assert (len(due.delete), due.surplus_since) == (2, None)
+    # Above maxReplicas (lowered), the excess goes at once.
+    capped = plan_pool(dataclasses.replace(spec, max_replicas=2), NEW, pool, now=100.0)
+    assert len(capped.delete) == 1
+
+
+def test_a_rollout_keeps_the_buffer_sized_on_the_calls_moving_over() -> None:
+    """60 calls on the old template: the new one gets the 20 % buffer of 60, plus the surge."""
+    spec = PoolSpec(min_replicas=1, max_replicas=200, buffer=IntOrPercent(20, percent=True),
+                    max_surge=IntOrPercent(5))
+    pool = _pool(*[(OLD, BUSY)] * 60, *[(OLD, IDLE)] * 15)
+    plan = plan_pool(spec, NEW, pool, now=0.0)
+    assert len(plan.drain) == 60
+    assert plan.deleted_names == set()  # the old idle workers stay until new ones are warm
+    assert plan.spare_after == 15 + 5 and plan.create == 5
