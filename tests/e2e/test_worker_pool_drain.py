@@ -127,3 +127,30 @@ async def test_draining_worker_finishes_its_call_while_others_take_new_ones(
         for caller in [first, *others]:
             await caller.hangup()
         await _restore_stack(stack)
+
+
+async def test_a_worker_told_to_drain_while_warming_never_takes_a_call(stack: Stack) -> None:
+    states: list[str] = []
+
+    async def on_beat(msg: object) -> None:
+        beat = session_pb2.WorkerHeartbeat()
+        beat.ParseFromString(msg.data)  # type: ignore[attr-defined]
+        states.append(beat.state)
+
+    nc = await nats.connect(stack.nats_url)
+    await nc.subscribe(subjects.heartbeat("cold"), cb=on_beat)
+    # No STT service at this address: the worker stays warming.
+    name = await stack.add_worker("cold", {"VOXMESH_WORKER_STT_ADDRESS": "127.0.0.1:9"},
+                                  wait_warm=False)
+    try:
+        assert await _reports(stack.nats_url, "cold", "warming")
+        await nc.publish(subjects.drain("cold"), b"")
+        process = stack.children[name].process
+        assert process is not None
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        assert "idle" not in states and states[-1] == "draining", states
+    finally:
+        await stack.terminate(name)
+        await nc.close()

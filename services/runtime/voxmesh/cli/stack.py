@@ -195,12 +195,14 @@ class Stack:
         await bring_up("worker")
         await bring_up("edge")
 
-    async def add_worker(self, name: str, env: dict[str, str] | None = None) -> str:
-        """Starts one more worker process (``worker-<name>``) and waits until it is warm.
+    async def add_worker(self, name: str, env: dict[str, str] | None = None,
+                         wait_warm: bool = True) -> str:
+        """Starts one more worker process (``worker-<name>``), by default until it is warm.
 
         Args:
             name: Suffix of the process name; also the worker id.
             env: Extra environment (e.g. a smaller ``VOXMESH_WORKER_MAX_SESSIONS``).
+            wait_warm: Wait until it heartbeats warm.
 
         Returns:
             The process name, for :meth:`terminate`.
@@ -215,7 +217,8 @@ class Stack:
             process_name, base.argv, {**base.env, **extra},
             base.log_path.with_name(f"{process_name}.log"), base.grace_s)
         await self.spawn(process_name)
-        await self.wait_healthy(process_name)
+        if wait_warm:
+            await self.wait_healthy(process_name)
         return process_name
 
     async def spawn(self, name: str) -> None:
