@@ -18,7 +18,8 @@ export HF_HUB_OFFLINE := 1
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto models run test test-fast bench dashboards lint fmt constraints browser clean
+.PHONY: help install proto models run test test-fast bench dashboards chart-sync chart-schema \
+	chart-golden deploy-kind lint fmt constraints browser clean
 
 help: ## Show this help
 	@echo "Voxmesh — Kubernetes-native platform for real-time voice AI agents"
@@ -77,12 +78,28 @@ bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/dispatch.py --out bench/results.json
 	@$(VENV)/bin/voxmesh-operator simulate --buffer 5 --buffer 15 --buffer 25 --out bench/operator-pool
 
-dashboards: install ## Regenerate the Grafana dashboards (infra/grafana/dashboards) from code
+dashboards: install ## Regenerate the Grafana dashboards (infra/grafana/dashboards and the chart's copy)
 	@$(PY) infra/grafana/build_dashboards.py
 
-lint: install ## ruff (ASYNC,B,D,I,UP) and mypy
+chart-sync: install ## Copy the operator's CRD, the dashboards and the example agents into the chart
+	@cp operator/voxmesh_operator/crd/agentpools.voxmesh.dev.yaml charts/voxmesh/crds/
+	@cp infra/grafana/dashboards/*.json charts/voxmesh/dashboards/
+	@cp services/worker/agents/*.yaml charts/voxmesh/files/agents/
+
+chart-schema: install ## Regenerate charts/voxmesh/values.schema.json
+	@$(PY) charts/build_values_schema.py
+
+chart-golden: install ## Re-render the chart's golden examples (review the diff!)
+	@$(PY) charts/golden.py
+
+deploy-kind: install ## Build the images and install the chart on a local kind cluster (needs Docker, kind, kubectl)
+	@$(PY) infra/kind/deploy.py
+
+lint: install ## ruff (ASYNC,B,D,I,UP), mypy and a strict helm lint
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy services
+	@$(VENV)/bin/mypy services operator
+	@$(PY) -c "import helm_python as h, sys; r = h.lint('charts/voxmesh', strict=True); \
+		print(r['messages'] or 'helm lint: clean'); sys.exit(bool(r['errors'] or r['messages']))"
 
 fmt: install ## Format and auto-fix
 	@$(VENV)/bin/ruff check --fix .

@@ -107,5 +107,12 @@ def main(out_dir: Path) -> None:
         (out_dir / f"{built.uid}.json").write_text(encoder.encode(built) + "\n")
 
 
+#: The Helm chart ships the same JSON (a chart cannot read files outside its folder).
+CHART_DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "voxmesh" / "dashboards"
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "dashboards")
+    if len(sys.argv) > 1:
+        main(Path(sys.argv[1]))
+    else:
+        main(Path(__file__).parent / "dashboards")
+        main(CHART_DASHBOARDS)

@@ -109,6 +109,9 @@ async def test_sigterm_drains_then_hangs_up(
     while not await draining():
         assert time.monotonic() - signalled < 3, "healthz still ok after SIGTERM"
     assert health == (503, {"status": "draining"})
+    # Draining is not dying: liveness stays up, so the kubelet lets the drain finish.
+    async with aiohttp.ClientSession() as http, http.get(f"{edge_process.url}/livez") as live:
+        assert live.status == 200
 
     with pytest.raises(CallRejectedError) as rejected:
         await WebRTCCaller(edge_process.url).connect()

@@ -265,6 +265,8 @@ async def test_page_and_health(edge: EdgeServer) -> None:
         async with http.get(f"{edge.url}/healthz") as response:
             assert response.status == 200
             assert await response.json() == {"status": "ok"}
+        async with http.get(f"{edge.url}/livez") as response:
+            assert response.status == 200
     for element_id in (
         'id="call"',
         'id="hangup"',

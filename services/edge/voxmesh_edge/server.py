@@ -611,6 +611,7 @@ class EdgeServer:
         self.app = web.Application()
         self.app.router.add_get("/", self._handle_index)
         self.app.router.add_get("/healthz", self._handle_healthz)
+        self.app.router.add_get("/livez", self._handle_livez)
         self.app.router.add_post("/offer", self._handle_offer)
 
     async def start(self) -> str:
@@ -684,6 +685,11 @@ class EdgeServer:
 
     async def _handle_index(self, request: web.Request) -> web.Response:
         return web.Response(text=self._page, content_type="text/html", charset="utf-8")
+
+    async def _handle_livez(self, request: web.Request) -> web.Response:
+        # Liveness: the event loop answers. NATS and draining are readiness (/healthz), so an
+        # outage of either never gets the pod restarted.
+        return web.json_response({"status": "alive"})
 
     async def _handle_healthz(self, request: web.Request) -> web.Response:
         if self.draining:

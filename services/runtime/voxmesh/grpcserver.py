@@ -29,6 +29,10 @@ from voxmesh.metrics import setup_metrics
 from voxmesh.providers import ProviderBase
 from voxmesh.telemetry import setup_tracing, shutdown_tracing
 
+#: Health service name of the liveness probe (``grpc: {service: voxmesh.liveness}``); the
+#: readiness probe asks for the overall status ("").
+LIVENESS_SERVICE = "voxmesh.liveness"
+
 log = logging.getLogger("voxmesh.grpc")
 
 Registrar = Callable[[grpc.aio.Server], None]
@@ -86,6 +90,9 @@ class GrpcApp:
         for service in ["", *self.service_names]:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
+        # Liveness only says the process serves gRPC: it must not fail while models load or
+        # while NATS is away, or the kubelet would restart a pod that is merely not ready.
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s listening on %s:%d (warming up)", self.name, self.settings.host, self.bound_port)
 
         stop = asyncio.Event()

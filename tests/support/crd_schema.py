@@ -57,7 +57,7 @@ def _cel_errors(schema: Schema, value: Any, path: str) -> Iterator[str]:
         program = environment.program(environment.compile(rule["rule"]))
         if not bool(program.evaluate({"self": celpy.json_to_cel(value)})):
             where = path + rule.get("fieldPath", "")
-            yield f"{where}: Invalid value: {rule.get('message', rule['rule'])}"
+            yield f"{where.lstrip('.')}: Invalid value: {rule.get('message', rule['rule'])}"
     if isinstance(value, dict):
         for name, sub in (schema.get("properties") or {}).items():
             if name in value:
