@@ -195,7 +195,8 @@ def values_schema() -> Schema:
                 "guardrails": service("guardrails", {
                     "audit": {**BOOLEAN, "description": "LLM judge over finished turns"}}),
                 "subagents": service("subagents", {
-                    "knowledgeBaseConfigMap": string("ConfigMap of knowledge documents")}),
+                    "knowledgeBases": free_map("Knowledge base name -> ConfigMap of documents",
+                                               {"type": "string", "minLength": 1})}),
             }),
             "edge": obj({
                 "enabled": BOOLEAN,
