@@ -21,7 +21,9 @@ from voxmesh_edge.client import WebRTCCaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-EXTRA_WORKERS = ("pool-b", "pool-c")
+EXTRA_WORKERS = ("pool-a", "pool-b", "pool-c")
+# Long enough that the slowest CI machine finishes the drained call well inside it.
+POOL_ENV = {"VOXMESH_WORKER_MAX_SESSIONS": "2", "VOXMESH_WORKER_DRAIN_TIMEOUT_S": "180"}
 
 
 def _problems(caller: WebRTCCaller) -> list[dict]:
@@ -71,8 +73,10 @@ async def _process_of(stack: Stack, worker_id: str) -> str:
 
 
 async def _start_pool(stack: Stack) -> None:
+    """Three workers of the test's own, the stack's worker (a short drain timeout) stopped."""
     for worker in EXTRA_WORKERS:
-        await stack.add_worker(worker, {"VOXMESH_WORKER_MAX_SESSIONS": "2"})
+        await stack.add_worker(worker, POOL_ENV)
+    assert await stack.terminate("worker") == 0
 
 
 async def _restore_stack(stack: Stack) -> None:
@@ -113,6 +117,7 @@ async def test_draining_worker_finishes_its_call_while_others_take_new_ones(
         assert child.process.returncode is None, "the worker left before its call ended"
 
         # The call on the draining worker carries on: the caller is still answered.
+        assert (await _process_of(stack, draining)).startswith("worker-pool-")
         await _answered(first, caller_voice, "What time do you open tomorrow?")
         await _answered(others[0], caller_voice, "Do you have a table for two tonight?")
         assert not _problems(first) and not any(_problems(c) for c in others)
