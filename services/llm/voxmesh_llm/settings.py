@@ -6,11 +6,16 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from voxmesh.config import GrpcServiceSettings
+from voxmesh.latency_model import DelayDistribution
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Vox, a friendly voice assistant on a phone call. Answer in one or two short, "
     "plain sentences that sound natural when spoken. Never use lists, markdown, emojis or "
     "abbreviations. If you do not know something, say so briefly."
+)
+#: Answer of the latency-model provider.
+DEFAULT_LATENCY_TEXT = (
+    "Sure, I can book that table for you tonight. What time would you like to come in?"
 )
 
 
@@ -36,3 +41,11 @@ class LLMSettings(GrpcServiceSettings):
     summary_keep_messages: int = Field(default=6, ge=1)
     #: Hours a session's context survives without activity.
     context_ttl_hours: float = Field(default=24.0, gt=0)
+    #: Latency-model provider (synthetic; capacity tests only): delay to the first token, ms.
+    latency_first_token: DelayDistribution = DelayDistribution.parse("normal:mean=250,sd=30")
+    #: Latency-model provider: word tokens per second after the first.
+    latency_tokens_per_s: float = Field(default=40.0, gt=0, le=10_000)
+    #: Latency-model provider: the answer to every request, streamed word by word.
+    latency_text: str = Field(default=DEFAULT_LATENCY_TEXT, pattern=r"\S")
+    #: Latency-model provider: seeds the delays.
+    latency_seed: int = 0

@@ -239,9 +239,23 @@ def _misheard_card(windows: list[tuple[int, str]], run: list[_Group], first: int
     return None
 
 
+def _absorb_stray_digits(run: list[_Group], skipped_from: int, first: int,
+                         end: int) -> tuple[int, int]:
+    """Widens a card span over stray digits in the same run ("4111 ... 1111, 111").
+
+    A recognizer that adds a digit group leaves a few digits beside the card that no other
+    kind can claim; masking them with the card keeps them from leaking. Fewer than 7 only,
+    so a phone number said right after a card stays a phone number.
+    """
+    before = sum(len(group.digits) for group in run[skipped_from:first])
+    after = sum(len(group.digits) for group in run[end + 1:])
+    return (skipped_from if 0 < before < 7 else first,
+            len(run) - 1 if 0 < after < 7 else end)
+
+
 def _number_spans(text: str, locales: Collection[str]) -> Iterator[PiiSpan]:
     for run in _digit_groups(text):
-        index = 0
+        index = skipped_from = 0
         while index < len(run):
             windows: list[tuple[int, str]] = []
             digits = ""
@@ -264,11 +278,14 @@ def _number_spans(text: str, locales: Collection[str]) -> Iterator[PiiSpan]:
                 index += 1
                 continue
             end, kind, scheme = found
-            start = run[index].start
+            first = index
+            if kind == "card_number":
+                first, end = _absorb_stray_digits(run, skipped_from, index, end)
+            start = run[first].start
             while start > 0 and text[start - 1] in "+(":
                 start -= 1
             yield PiiSpan(kind, start, run[end].end, scheme)
-            index = end + 1
+            index = skipped_from = end + 1
 
 
 def find_pii(

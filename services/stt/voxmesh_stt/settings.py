@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from voxmesh.config import GrpcServiceSettings
+from voxmesh.latency_model import DelayDistribution
+
+#: Transcripts of the latency-model provider, separated by ``|``.
+DEFAULT_LATENCY_PHRASES = (
+    "I'd like to book a table for two tonight.|Around seven thirty, if you can.|"
+    "The name is Alex Morgan.|Could we sit by the window?"
+)
 
 
 class STTSettings(GrpcServiceSettings):
@@ -23,3 +30,21 @@ class STTSettings(GrpcServiceSettings):
     max_utterance_s: float = Field(default=28.0, gt=1, le=30)
     #: Largest single audio chunk accepted.
     max_chunk_ms: int = Field(default=1000, ge=20, le=10000)
+    #: Latency-model provider (synthetic; capacity tests only): delay before each final, ms.
+    latency_first_byte: DelayDistribution = DelayDistribution.parse("normal:mean=120,sd=15")
+    #: Latency-model provider: transcripts to answer with, separated by ``|``.
+    latency_phrases: str = DEFAULT_LATENCY_PHRASES
+    #: Latency-model provider: seeds the delays and the choice of phrase.
+    latency_seed: int = 0
+
+    @field_validator("latency_phrases")
+    @classmethod
+    def _has_phrases(cls, value: str) -> str:
+        if not split_phrases(value):
+            raise ValueError("give at least one phrase; separate phrases with '|'")
+        return value
+
+
+def split_phrases(value: str) -> tuple[str, ...]:
+    """The non-empty ``|``-separated phrases of ``value``, stripped."""
+    return tuple(phrase.strip() for phrase in value.split("|") if phrase.strip())

@@ -165,14 +165,42 @@ class SynthesisStream:
                 _FIRST_AUDIO.record(first_audio_ms)
             span.set_attribute("voxmesh.tts.cancelled", segment.epoch != self._epoch)
 
+    async def _emit(self, pcm: bytes, index: int, words: list[common_pb2.WordTiming],
+                    timings_estimated: bool, text: str) -> bool:
+        """Sends resampled audio in ``chunk_ms`` chunks; words and text go on the first.
+
+        Returns:
+            Whether anything was sent (the resampler may hold back a short piece).
+        """
+        chunk_bytes = self._out_rate * 2 * self._settings.chunk_ms // 1000
+        for offset in range(0, len(pcm), chunk_bytes):
+            data = pcm[offset : offset + chunk_bytes]
+            message = tts_pb2.SynthesizedAudio(
+                chunk=common_pb2.AudioChunk(
+                    data=data, sequence=self._sequence, timestamp_ms=self._position_ms
+                ),
+                segment_index=index,
+                timings_estimated=timings_estimated,
+            )
+            if offset == 0:
+                message.words.extend(words)
+                if text:
+                    message.text = text
+            self._sequence += 1
+            self._position_ms += len(data) * 1000 // (2 * self._out_rate)
+            await self.output.put(tts_pb2.SynthesizeResponse(audio=message))
+        return bool(pcm)
+
     async def _speak_segment(self, segment: _Segment) -> tuple[int, int]:
         index = self._segment_index
         self._segment_index += 1
+        # One resampler for the whole segment, flushed once at its end: a provider may return
+        # a sentence in several pieces, and flushing each would end the stream mid-sentence.
         resampler = StreamResampler(self._provider.sample_rate, self._out_rate)
-        chunk_bytes = self._out_rate * 2 * self._settings.chunk_ms // 1000
         first_audio_ms = -1
-        audio_ms = 0
-        first_message = True
+        audio_ms = piece_ms = 0
+        first_message, estimated = True, False
+        words: list[common_pb2.WordTiming] = []
         async for piece in self._provider.synthesize(
             segment.text,
             voice=self._config.voice,
@@ -182,29 +210,25 @@ class SynthesisStream:
                 return audio_ms, max(first_audio_ms, 0)  # cancelled while synthesizing
             if first_audio_ms < 0:
                 first_audio_ms = int((time.perf_counter() - segment.ready_at) * 1000)
-            pcm = resampler.push(piece.pcm16, last=True)
-            words = [
-                common_pb2.WordTiming(word=w, start_ms=s + audio_ms, end_ms=e + audio_ms)
+            pcm = resampler.push(piece.pcm16)
+            # Timings are relative to the piece's start in the provider's audio.
+            words += [
+                common_pb2.WordTiming(word=w, start_ms=s + piece_ms, end_ms=e + piece_ms)
                 for w, s, e in piece.words
             ]
-            for offset in range(0, len(pcm), chunk_bytes):
-                data = pcm[offset : offset + chunk_bytes]
-                message = tts_pb2.SynthesizedAudio(
-                    chunk=common_pb2.AudioChunk(
-                        data=data, sequence=self._sequence, timestamp_ms=self._position_ms
-                    ),
-                    segment_index=index,
-                    timings_estimated=piece.timings_estimated,
-                )
-                if first_message:
-                    message.text = segment.text
-                    first_message = False
-                if offset == 0:
-                    message.words.extend(words)
-                self._sequence += 1
-                self._position_ms += len(data) * 1000 // (2 * self._out_rate)
-                await self.output.put(tts_pb2.SynthesizeResponse(audio=message))
+            piece_ms += len(piece.pcm16) * 1000 // (2 * self._provider.sample_rate)
+            estimated = estimated or piece.timings_estimated
+            if await self._emit(pcm, index, words, estimated,
+                                segment.text if first_message else ""):
+                first_message, words = False, []
             audio_ms += len(pcm) * 1000 // (2 * self._out_rate)
+        if segment.epoch == self._epoch:
+            tail = resampler.push(b"", last=True)
+            if not tail and words:
+                tail = b"\0\0"  # one sample, so the words and text still reach the client
+            await self._emit(tail, index, words, estimated,
+                             segment.text if first_message else "")
+            audio_ms += len(tail) * 1000 // (2 * self._out_rate)
         if segment.epoch == self._epoch:
             await self.output.put(
                 tts_pb2.SynthesizeResponse(

@@ -17,4 +17,15 @@ def create_provider(settings: LLMSettings) -> LLMProvider:
             cpu_threads=settings.cpu_threads,
             warm_system_prompt=settings.warm_system_prompt,
         )
-    raise ConfigError(f"unknown LLM provider {settings.provider!r}; choose one of: llama-local")
+    if settings.provider == "latency-model":
+        from voxmesh_llm.providers.latency_model import LatencyModelLLM
+
+        return LatencyModelLLM(
+            first_token=settings.latency_first_token,
+            tokens_per_s=settings.latency_tokens_per_s,
+            text=settings.latency_text,
+            seed=settings.latency_seed,
+        )
+    raise ConfigError(
+        f"unknown LLM provider {settings.provider!r}; choose one of: llama-local, latency-model"
+    )

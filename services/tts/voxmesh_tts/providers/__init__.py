@@ -13,4 +13,15 @@ def create_provider(settings: TTSSettings) -> TTSProvider:
         from voxmesh_tts.providers.piper_local import PiperLocalTTS
 
         return PiperLocalTTS()
-    raise ConfigError(f"unknown TTS provider {settings.provider!r}; choose one of: piper-local")
+    if settings.provider == "latency-model":
+        from voxmesh_tts.providers.latency_model import LatencyModelTTS
+
+        return LatencyModelTTS(
+            first_audio=settings.latency_first_audio,
+            words_per_minute=settings.latency_words_per_minute,
+            realtime_factor=settings.latency_realtime_factor,
+            seed=settings.latency_seed,
+        )
+    raise ConfigError(
+        f"unknown TTS provider {settings.provider!r}; choose one of: piper-local, latency-model"
+    )
