@@ -19,7 +19,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .DEFAULT_GOAL := help
 .PHONY: help install proto models run test test-fast bench dashboards chart-sync chart-schema \
-	chart-golden deploy-kind lint fmt constraints browser clean
+	chart-golden deploy-kind loadtest-smoke lint fmt constraints browser clean
 
 help: ## Show this help
 	@echo "Voxmesh — Kubernetes-native platform for real-time voice AI agents"
@@ -78,6 +78,11 @@ bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/dispatch.py --out bench/results.json
 	@$(VENV)/bin/voxmesh-operator simulate --buffer 5 --buffer 15 --buffer 25 --out bench/operator-pool
 
+loadtest-smoke: install models ## A short load: 4 concurrent calls x 2 turns on the local platform, with a report
+	@$(VENV)/bin/voxmesh loadtest run loadtest/scenarios/smoke.yaml --local --calls 4 \
+		--concurrency 4 --arrival burst:size=4,every=60 --out .voxmesh/loadtest-smoke \
+		--slo "calls_failed<=0"
+
 dashboards: install ## Regenerate the Grafana dashboards (infra/grafana/dashboards and the chart's copy)
 	@$(PY) infra/grafana/build_dashboards.py
 
@@ -97,7 +102,7 @@ deploy-kind: install ## Build the images and install the chart on a local kind c
 
 lint: install ## ruff (ASYNC,B,D,I,UP), mypy and a strict helm lint
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy services operator
+	@$(VENV)/bin/mypy services operator loadtest/voxmesh_loadtest
 	@$(PY) -c "import helm_python as h, sys; r = h.lint('charts/voxmesh', strict=True); \
 		print(r['messages'] or 'helm lint: clean'); sys.exit(bool(r['errors'] or r['messages']))"
 

@@ -80,10 +80,11 @@ API_KEY = obj({
 INT_OR_PERCENT = {"anyOf": [{"type": "integer", "minimum": 0},
                             {"type": "string", "pattern": "^[0-9]{1,2}%$"}]}
 
+# latency-model: synthetic delays for capacity tests of the platform (never quality figures).
 PROVIDERS = {
-    "stt": ["whisper-local", "deepgram"],
-    "llm": ["llama-local", "openai"],
-    "tts": ["piper-local", "cartesia"],
+    "stt": ["whisper-local", "deepgram", "latency-model"],
+    "llm": ["llama-local", "openai", "latency-model"],
+    "tts": ["piper-local", "cartesia", "latency-model"],
 }
 
 

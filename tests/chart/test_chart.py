@@ -170,7 +170,8 @@ def test_a_cloud_provider_without_a_key_fails_with_the_key_to_set() -> None:
      "at '/services/stt': additional properties 'replica' not allowed"),
     ({"workers": {"pool": {"buffer": "150%"}}}, "at '/workers/pool/buffer'"),
     ({"services": {"llm": {"provider": {"name": "bard"}}}},
-     "at '/services/llm/provider/name': value must be one of 'llama-local', 'openai'"),
+     "at '/services/llm/provider/name': value must be one of 'llama-local', 'openai', "
+     "'latency-model'"),
     ({"nats": {"externalUrl": "http://nats"}}, "at '/nats/externalUrl'"),
     ({"edge": {"service": {"type": "Ingress"}}}, "at '/edge/service/type'"),
 ])

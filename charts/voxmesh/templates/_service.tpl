@@ -189,7 +189,7 @@ Secret). A cloud provider without a key fails the render with the key to set.
 - name: {{ printf "%s_%s" $prefix (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
-{{- if not (hasSuffix "-local" $provider.name) }}
+{{- if not (or (hasSuffix "-local" $provider.name) (eq $provider.name "latency-model")) }}
 - name: {{ $prefix }}_API_KEY
   valueFrom:
     secretKeyRef:
@@ -200,7 +200,7 @@ Secret). A cloud provider without a key fails the render with the key to set.
 
 {{/* Egress to the internet on 443 when a component's provider is a cloud service. */}}
 {{- define "voxmesh.cloudEgress" -}}
-{{- if not (hasSuffix "-local" .values.provider.name) }}
+{{- if not (or (hasSuffix "-local" .values.provider.name) (eq .values.provider.name "latency-model")) }}
 {{- include "voxmesh.externalEgress" . }}
 {{- end }}
 {{- end -}}

@@ -1,1 +1,1 @@
-"""Voxmesh WebRTC edge: browser callers over WebRTC (aiortc), bridged to agent workers on NATS."""
+"""Voxmesh edge: callers over WebRTC (aiortc) or WebSocket, bridged to agent workers on NATS."""

@@ -171,6 +171,9 @@ class WebRTCCaller:
         self.edge_url = edge_url.rstrip("/")
         self.agent = agent
         self.connect_timeout = connect_timeout
+        #: The transport this caller uses, for reports (``WebSocketCaller`` says
+        #: ``websocket-pcm16`` or ``websocket-mulaw``).
+        self.transport = "webrtc"
         #: Session id assigned by the edge (set by :meth:`connect`).
         self.session_id: str | None = None
         #: Worker that took the call (set by :meth:`connect`).

@@ -1,19 +1,17 @@
-"""The WebRTC edge: terminates browser calls with aiortc and bridges them to agent workers on NATS.
+"""The edge: terminates caller connections and bridges them to agent workers on NATS.
 
-One :class:`Call` per peer connection. Its lifecycle:
+Two transports carry calls, each a subclass of :class:`voxmesh_edge.call.Call` (the session
+core: dispatch, NATS subjects, events, barge-in clears, hangup, teardown):
 
-1. ``POST /offer``: the SDP offer is parsed, the session's NATS subjects are subscribed, and a
-   worker is asked to take the call (``DispatchRequest`` on ``voxmesh.dispatch.<agent>``).
-2. The answer goes back to the browser; caller audio is converted to PCM16 16 kHz 20 ms frames
-   and published on ``media.in``; agent audio from ``media.out`` is played through
-   :class:`AgentAudioTrack`; ``SessionEvent`` s are forwarded as JSON on the ``events`` data
-   channel.
-3. The call ends when the caller hangs up (data channel message ``hangup``), the peer connection
-   fails or closes, the worker sends ``SessionEvent.ended``, or the edge drains. The worker is
-   told with ``SessionControl.hangup`` unless it ended the call itself. After a caller hangup the
-   edge waits briefly for the worker's ``ended`` event and forwards it before closing.
+* WebRTC (:class:`WebRTCCall`), for browsers: ``POST /offer`` with an SDP offer. Caller audio is
+  converted to PCM16 16 kHz 20 ms frames and published on ``media.in``; agent audio from
+  ``media.out`` is played through :class:`AgentAudioTrack`; ``SessionEvent`` s are forwarded as
+  JSON on the ``events`` data channel, where the caller also sends ``hangup``.
+* WebSocket (:class:`voxmesh_edge.ws.WebSocketCall`), for load generators and telephony media
+  streams: ``GET /ws`` (see ``docs/websocket-transport.md``).
 
-The subject contract is documented in ``docs/nats-subjects.md``.
+Both share admission (draining, ``max_calls``), dispatch errors and draining. The subject
+contract is documented in ``docs/nats-subjects.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -38,18 +35,14 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from opentelemetry.trace import SpanKind
 
-from voxmesh import audio, subjects
+from voxmesh import audio
 from voxmesh.natsconn import connect_nats
-from voxmesh.telemetry import extract, tracer
-from voxmesh.v1 import common_pb2, session_pb2
+from voxmesh.v1 import session_pb2
+from voxmesh_edge import ws
 from voxmesh_edge.barge_in import BargeInMeter
+from voxmesh_edge.call import AGENT_RE, TURN_HEADER, Call, CallSetupError, epoch_ms
 from voxmesh_edge.media import (
     WEBRTC_RATE,
     FrameConverter,
@@ -58,18 +51,26 @@ from voxmesh_edge.media import (
 )
 from voxmesh_edge.settings import EdgeSettings
 
-_tracer = tracer("edge")
+__all__ = [
+    "TURN_HEADER",
+    "AgentAudioTrack",
+    "Call",
+    "CallSetupError",
+    "EdgeServer",
+    "OfferError",
+    "WebRTCCall",
+    "epoch_ms",
+    "error_response",
+    "serve",
+]
 
 log = logging.getLogger("voxmesh.edge")
 
-#: NATS header carrying the turn index of agent audio on ``media.out``.
-TURN_HEADER = "Voxmesh-Turn"
 #: Label of the data channel the page opens for session events.
 EVENTS_CHANNEL = "events"
 #: Text message the page sends on the events channel to end the call.
 HANGUP_MESSAGE = "hangup"
 
-_AGENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Agent audio buffered beyond this is dropped (the worker paces in real time, so this only
 #: fills when the caller's connection never starts pulling).
 _MAX_BUFFER_S = 60
@@ -77,32 +78,15 @@ _MAX_BUFFER_S = 60
 _MAX_PENDING_EVENTS = 500
 #: How long a closing call waits for the last events to leave the data channel.
 _FLUSH_TIMEOUT_S = 1.0
-#: After the caller hangs up, how long the edge waits for the worker's ``ended`` event (the
-#: call summary) so it can still be forwarded to the caller.
-_ENDED_WAIT_S = 2.0
 _ICE_GATHER_TIMEOUT_S = 5.0
 
-
-def epoch_ms() -> int:
-    """Current Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
+#: The name this error had when only WebRTC offers could fail.
+OfferError = CallSetupError
 
 
 def error_response(status: int, reason: str, message: str) -> web.Response:
     """JSON error body used by every non-2xx answer: ``{"error": {"reason", "message"}}``."""
     return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
-
-
-class OfferError(Exception):
-    """An offer that cannot be turned into a call; becomes an HTTP error response."""
-
-    def __init__(self, status: int, reason: str, message: str, *, notify_worker: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        #: A worker may hold the session (e.g. it answered after the timeout): send it a hangup.
-        self.notify_worker = notify_worker
 
 
 class AgentAudioTrack(PacedAudioTrack):
@@ -209,18 +193,8 @@ class AgentAudioTrack(PacedAudioTrack):
         return pcm + bytes(size - take)
 
 
-def _turn_of(msg: Msg) -> int | None:
-    value = (msg.headers or {}).get(TURN_HEADER)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-class Call:
-    """One caller's peer connection and its session on NATS.
+class WebRTCCall(Call):
+    """A call carried by an aiortc peer connection: the WebRTC part of the session.
 
     Args:
         edge: The server that owns the call.
@@ -228,28 +202,16 @@ class Call:
         agent: The agent the call is dispatched to.
     """
 
+    transport = "webrtc"
+
     def __init__(self, edge: EdgeServer, session_id: str, agent: str) -> None:
-        self.edge = edge
-        self.session_id = session_id
-        self.agent = agent
-        self.worker_id = ""
+        super().__init__(
+            edge, session_id, agent, jitter_ms=edge.settings.jitter_frames * audio.FRAME_MS
+        )
         self.pc: RTCPeerConnection | None = None
-        self.barge_in = BargeInMeter(jitter_ms=edge.settings.jitter_frames * audio.FRAME_MS)
-        self.track = AgentAudioTrack(self._report_playout_started, self.barge_in)
+        self.track = AgentAudioTrack(self.report_playout_started, self.barge_in)
         self.channel: RTCDataChannel | None = None
-        self.closed = asyncio.Event()
-        self.close_reason = ""
-        self._nc = edge.nc
-        self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_events: list[str] = []
-        self._closing = False
-        self._hanging_up = False
-        self._worker_ended = asyncio.Event()
-        self._in_sequence = 0
-        self._publish_failed = False
-        #: Trace context sent by the worker with the first frame of each turn.
-        self._turn_traces: dict[int, dict[str, str]] = {}
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -257,7 +219,7 @@ class Call:
         """Accepts the caller's offer, dispatches the call to a worker and returns the answer.
 
         Raises:
-            OfferError: The offer is invalid or no worker took the call.
+            CallSetupError: The offer is invalid or no worker took the call.
         """
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc = pc
@@ -265,90 +227,18 @@ class Call:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError and friends for bad SDP
-            raise OfferError(400, "INVALID_SDP", f"the SDP offer is invalid: {exc}") from None
+            raise CallSetupError(400, "INVALID_SDP", f"the SDP offer is invalid: {exc}") from None
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
-            raise OfferError(400, "INVALID_SDP", "the SDP offer has no audio section")
-        # Subscribe before dispatching so nothing the worker sends right away is missed.
-        await self._subscribe()
-        self.worker_id = await self._dispatch()
+            raise CallSetupError(400, "INVALID_SDP", "the SDP offer has no audio section")
+        await self.start_session()
         pc.addTrack(self.track)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         await self._wait_ice_gathering(pc)
         local = pc.localDescription
         if local is None:  # pragma: no cover - set by setLocalDescription
-            raise OfferError(500, "INTERNAL", "no local description after negotiation")
+            raise CallSetupError(500, "INTERNAL", "no local description after negotiation")
         return local
-
-    async def _subscribe(self) -> None:
-        nc = self._nc
-        sid = self.session_id
-        self._subs = [
-            await nc.subscribe(subjects.media_out(sid), cb=self._on_media_out),
-            await nc.subscribe(subjects.media_control(sid), cb=self._on_media_control),
-            await nc.subscribe(subjects.events(sid), cb=self._on_event),
-        ]
-
-    async def _dispatch(self) -> str:
-        settings = self.edge.settings
-        request = session_pb2.DispatchRequest(
-            session_id=self.session_id,
-            agent=self.agent,
-            edge_id=self.edge.edge_id,
-            format=common_pb2.AudioFormat(
-                encoding=common_pb2.AUDIO_ENCODING_PCM16,
-                sample_rate_hz=audio.INTERNAL_RATE,
-                channels=1,
-            ),
-            requested_at_ms=epoch_ms(),
-        )
-        started = time.monotonic()
-        try:
-            msg = await self._nc.request(
-                subjects.dispatch(self.agent),
-                request.SerializeToString(),
-                timeout=settings.dispatch_timeout_s,
-            )
-        except nats.errors.NoRespondersError:
-            raise OfferError(
-                503,
-                "NO_WORKER_AVAILABLE",
-                f"no worker for agent '{self.agent}' has free capacity; try again shortly",
-            ) from None
-        except nats.errors.TimeoutError:
-            raise OfferError(
-                503,
-                "NO_WORKER_AVAILABLE",
-                f"no worker for agent '{self.agent}' answered within "
-                f"{settings.dispatch_timeout_s:g} s",
-                notify_worker=True,
-            ) from None
-        except nats.errors.Error as exc:
-            raise OfferError(
-                503, "NATS_UNAVAILABLE", f"the edge cannot reach NATS: {type(exc).__name__}"
-            ) from None
-        reply = session_pb2.DispatchReply()
-        try:
-            reply.ParseFromString(msg.data)
-        except DecodeError:
-            raise OfferError(
-                503, "NO_WORKER_AVAILABLE", "a worker sent an unreadable dispatch reply"
-            ) from None
-        if not reply.accepted:
-            why = reply.error.message or reply.error.reason or "no reason given"
-            raise OfferError(
-                503,
-                "NO_WORKER_AVAILABLE",
-                f"worker '{reply.worker_id or '?'}' declined the call: {why}",
-            )
-        log.info(
-            "call %s: agent %s, worker %s accepted in %.0f ms",
-            self.session_id,
-            self.agent,
-            reply.worker_id,
-            (time.monotonic() - started) * 1000,
-        )
-        return reply.worker_id
 
     @staticmethod
     async def _wait_ice_gathering(pc: RTCPeerConnection) -> None:
@@ -356,7 +246,9 @@ class Call:
         deadline = time.monotonic() + _ICE_GATHER_TIMEOUT_S
         while pc.iceGatheringState != "complete":
             if time.monotonic() > deadline:
-                raise OfferError(500, "ICE_GATHERING_TIMEOUT", "ICE gathering did not complete")
+                raise CallSetupError(
+                    500, "ICE_GATHERING_TIMEOUT", "ICE gathering did not complete"
+                )
             await asyncio.sleep(0.02)
 
     def _wire(self, pc: RTCPeerConnection) -> None:
@@ -375,9 +267,8 @@ class Call:
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
-                if message == HANGUP_MESSAGE and not self._closing and not self._hanging_up:
-                    self._hanging_up = True
-                    self.edge.spawn(self._hangup_by_caller())
+                if message == HANGUP_MESSAGE:
+                    self.hangup_by_caller()
 
             @channel.on("open")
             def on_open() -> None:
@@ -393,95 +284,24 @@ class Call:
             if state in ("failed", "closed"):
                 self.request_close(f"connection_{state}")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        if self._closing:
-            coro.close()
-            return
-        task = asyncio.create_task(coro, name=f"{name}-{self.session_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # --- media and events ------------------------------------------------------------------
 
     async def _pump_caller_audio(self, track: MediaStreamTrack) -> None:
         converter = FrameConverter()
-        subject = subjects.media_in(self.session_id)
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
             for pcm in converter.push(frame):  # type: ignore[arg-type]
-                chunk = common_pb2.AudioChunk(
-                    data=pcm,
-                    sequence=self._in_sequence,
-                    timestamp_ms=self._in_sequence * audio.FRAME_MS,
-                )
-                self._in_sequence += 1
-                self.barge_in.on_caller_audio(pcm)
-                await self._publish(subject, chunk.SerializeToString())
+                await self.publish_caller_audio(pcm)
 
-    async def _publish(self, subject: str, payload: bytes) -> None:
-        try:
-            await self._nc.publish(subject, payload)
-        except nats.errors.Error as exc:
-            if not self._publish_failed:  # once per call, not 50 times a second
-                log.warning("call %s: publish to NATS failed: %s", self.session_id, exc)
-            self._publish_failed = True
-        else:
-            self._publish_failed = False
+    def _play_agent_audio(self, pcm16_16k: bytes, turn_index: int | None) -> None:
+        self.track.push(pcm16_16k, turn_index)
 
-    async def _on_media_out(self, msg: Msg) -> None:
-        chunk = common_pb2.AudioChunk()
-        try:
-            chunk.ParseFromString(msg.data)
-        except DecodeError:
-            log.warning("call %s: unreadable AudioChunk on media.out", self.session_id)
-            return
-        if len(chunk.data) % 2:
-            log.warning("call %s: odd-sized PCM16 chunk on media.out", self.session_id)
-            return
-        turn_index = _turn_of(msg)
-        if turn_index is not None and msg.headers and "traceparent" in msg.headers:
-            self._turn_traces[turn_index] = dict(msg.headers)
-        self.track.push(chunk.data, turn_index)
-
-    async def _on_media_control(self, msg: Msg) -> None:
-        control = session_pb2.MediaControl()
-        try:
-            control.ParseFromString(msg.data)
-        except DecodeError:
-            log.warning("call %s: unreadable MediaControl", self.session_id)
-            return
-        if control.HasField("clear"):
-            # A pause keeps the turn: its audio may resume from where the caller stopped hearing.
-            dropped = self.track.clear(0 if control.clear.pause else control.clear.turn_index)
-            if (stop_ms := self.barge_in.on_clear()) is not None:
-                self._send_event(json.dumps({"edge": {"barge_in_stop_ms": stop_ms}}))
-            log.debug(
-                "call %s: clear (turn %d), dropped %.0f ms",
-                self.session_id,
-                control.clear.turn_index,
-                dropped,
-            )
-
-    async def _on_event(self, msg: Msg) -> None:
-        event = session_pb2.SessionEvent()
-        try:
-            event.ParseFromString(msg.data)
-        except DecodeError:
-            log.warning("call %s: unreadable SessionEvent", self.session_id)
-            return
-        text = json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True))
-        self._send_event(text)
-        if event.HasField("error") and event.error.fatal:
-            log.warning(
-                "call %s: fatal error from worker: %s", self.session_id, event.error.detail.reason
-            )
-        if event.HasField("ended"):
-            self._worker_ended.set()
-            if not self._hanging_up:  # else _hangup_by_caller closes the call
-                self.request_close("worker_ended", notify_worker=False, linger=True)
+    def _clear_playout(self, clear: session_pb2.ClearPlayout) -> float:
+        # A pause keeps the turn: its audio may resume from where the caller stopped hearing.
+        return self.track.clear(0 if clear.pause else clear.turn_index)
 
     def _send_event(self, text: str) -> None:
         channel = self.channel
@@ -498,75 +318,16 @@ class Call:
         for text in pending:
             channel.send(text)
 
-    async def _report_playout_started(self, turn_index: int) -> None:
-        carrier = self._turn_traces.pop(turn_index, None)
-        if carrier is not None:
-            # A zero-length span marks when the answer's first packet left the edge.
-            _tracer.start_span(
-                "edge.first_packet", context=extract(carrier), kind=SpanKind.PRODUCER,
-                attributes={"voxmesh.session.id": self.session_id,
-                            "voxmesh.turn.index": turn_index},
-            ).end()
-        control = session_pb2.SessionControl(
-            playout_started=session_pb2.PlayoutStarted(turn_index=turn_index, at_ms=epoch_ms())
-        )
-        await self._publish(subjects.control(self.session_id), control.SerializeToString())
-
     # --- teardown --------------------------------------------------------------------------
 
-    async def _hangup_by_caller(self) -> None:
-        """Tells the worker, forwards its ``ended`` event if it comes quickly, then closes."""
-        control = session_pb2.SessionControl(hangup=session_pb2.Hangup(reason="caller_hangup"))
-        await self._publish(subjects.control(self.session_id), control.SerializeToString())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._worker_ended.wait(), _ENDED_WAIT_S)
-        await self.close("caller_hangup", notify_worker=False, linger=True)
+    async def _stop_sending(self, linger: bool) -> None:
+        if linger:
+            await self._wait_events_flushed()
+        self.track.stop()
 
-    def request_close(
-        self, reason: str, *, notify_worker: bool = True, linger: bool = False
-    ) -> None:
-        """Schedules :meth:`close` from a callback (safe to call from the call's own tasks)."""
-        if not self._closing:
-            self.edge.spawn(self.close(reason, notify_worker=notify_worker, linger=linger))
-
-    async def close(self, reason: str, *, notify_worker: bool = True, linger: bool = False) -> None:
-        """Ends the call: tells the worker, unsubscribes, stops tasks and closes the connection.
-
-        Idempotent; a second caller waits for the first to finish.
-
-        Args:
-            reason: Why the call ends, sent to the worker in ``Hangup.reason``.
-            notify_worker: Publish ``SessionControl.hangup`` (not when the worker ended it).
-            linger: Give queued data-channel messages up to a second to leave first.
-        """
-        if self._closing:
-            await self.closed.wait()
-            return
-        self._closing = True
-        self.close_reason = reason
-        try:
-            if notify_worker:
-                control = session_pb2.SessionControl(hangup=session_pb2.Hangup(reason=reason))
-                await self._publish(subjects.control(self.session_id), control.SerializeToString())
-            for sub in self._subs:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
-            self._subs.clear()
-            if linger:
-                await self._wait_events_flushed()
-            self.track.stop()
-            current = asyncio.current_task()
-            tasks = [t for t in self._tasks if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.pc is not None:
-                await self.pc.close()
-        finally:
-            self.edge.forget(self)
-            self.closed.set()
-            if self.worker_id:
-                log.info("call %s ended: %s", self.session_id, reason)
+    async def _close_transport(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
 
     async def _wait_events_flushed(self) -> None:
         deadline = time.monotonic() + _FLUSH_TIMEOUT_S
@@ -613,6 +374,7 @@ class EdgeServer:
         self.app.router.add_get("/healthz", self._handle_healthz)
         self.app.router.add_get("/livez", self._handle_livez)
         self.app.router.add_post("/offer", self._handle_offer)
+        self.app.router.add_get(ws.WS_PATH, self._handle_ws)
 
     async def start(self) -> str:
         """Starts listening; returns the base URL (with the real port when ``port`` is 0)."""
@@ -640,6 +402,29 @@ class EdgeServer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("edge task failed", exc_info=task.exception())
+
+    def check_accepting(self) -> None:
+        """Raises :class:`CallSetupError` (503 ``EDGE_DRAINING``) once the edge is draining."""
+        if self.draining:
+            raise CallSetupError(
+                503, "EDGE_DRAINING", "this edge is shutting down; connect to another edge"
+            )
+
+    def admit(self, call: Call) -> None:
+        """Registers a new call of any transport; they share ``max_calls``.
+
+        Raises:
+            CallSetupError: 503 ``EDGE_AT_CAPACITY`` when the edge already carries
+                ``max_calls`` calls.
+        """
+        if len(self.calls) >= self.settings.max_calls:
+            raise CallSetupError(
+                503,
+                "EDGE_AT_CAPACITY",
+                f"this edge already carries {self.settings.max_calls} calls; try again shortly",
+            )
+        self.calls[call.session_id] = call
+        self._idle.clear()
 
     def forget(self, call: Call) -> None:
         """Removes a finished call."""
@@ -699,10 +484,10 @@ class EdgeServer:
         return web.json_response({"status": "ok"})
 
     async def _handle_offer(self, request: web.Request) -> web.Response:
-        if self.draining:
-            return error_response(
-                503, "EDGE_DRAINING", "this edge is shutting down; connect to another edge"
-            )
+        try:
+            self.check_accepting()
+        except CallSetupError as exc:
+            return error_response(exc.status, exc.reason, exc.message)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -717,22 +502,18 @@ class EdgeServer:
         if body.get("type", "offer") != "offer":
             return error_response(400, "INVALID_OFFER", "field 'type' must be 'offer'")
         agent = body.get("agent") or self.settings.agent
-        if not isinstance(agent, str) or not _AGENT_RE.match(agent):
+        if not isinstance(agent, str) or not AGENT_RE.match(agent):
             return error_response(
                 400, "INVALID_AGENT", "field 'agent' may only contain letters, digits, - and _"
             )
-        if len(self.calls) >= self.settings.max_calls:
-            return error_response(
-                503,
-                "EDGE_AT_CAPACITY",
-                f"this edge already carries {self.settings.max_calls} calls; try again shortly",
-            )
-        call = Call(self, uuid.uuid4().hex, agent)
-        self.calls[call.session_id] = call
-        self._idle.clear()
+        call = WebRTCCall(self, uuid.uuid4().hex, agent)
+        try:
+            self.admit(call)
+        except CallSetupError as exc:
+            return error_response(exc.status, exc.reason, exc.message)
         try:
             answer = await call.negotiate(sdp)
-        except OfferError as exc:
+        except CallSetupError as exc:
             log.info("offer rejected (%s): %s", exc.reason, exc.message)
             self.spawn(call.close(f"rejected: {exc.reason}", notify_worker=exc.notify_worker))
             return error_response(exc.status, exc.reason, exc.message)
@@ -751,6 +532,17 @@ class EdgeServer:
                 "worker_id": call.worker_id,
             }
         )
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+        socket = ws.new_socket()
+        if not socket.can_prepare(request).ok:
+            return error_response(
+                426, "WEBSOCKET_REQUIRED", f"{ws.WS_PATH} is a WebSocket endpoint; send an Upgrade"
+            )
+        await socket.prepare(request)
+        # Refusals travel on the socket: a browser's WebSocket cannot read an HTTP error body.
+        await ws.serve_call(self, request, socket)
+        return socket
 
 
 async def serve(settings: EdgeSettings) -> None:

@@ -416,6 +416,7 @@ class CallSession:
         turn.metrics.turn_id = turn.id
         turn.metrics.endpointing_ms = max(0, round((turn.decided_at - turn.speech_end) * 1000))
         turn.trace, self._pending_trace = self._user_turn_trace(), None
+        turn.metrics.trace_id = turn.trace.trace_id
         turn.trace.record("endpointing", turn.speech_end_wall, time.time(),
                           **{"voxmesh.endpointing.silence_ms": self._settings.endpoint_silence_ms})
         held = self._held
@@ -715,12 +716,14 @@ class CallSession:
         """Background results are spoken at the next turn boundary, as an agent turn."""
         finished = self._background.finished
         results: list[llm_pb2.ToolResultMessage] = []
+        # A result cut short by the caller is said again once; it is in context already.
+        repeating = False
         while True:
             if not results:
                 task, status = await finished.get()
                 results.append(result_message(task, status))
             await self._wait_for_turn_boundary()
-            while not finished.empty():
+            while not repeating and not finished.empty():
                 results.append(result_message(*finished.get_nowait()))
             self._turn_index += 1
             now = time.monotonic()
@@ -731,11 +734,14 @@ class CallSession:
             assert self._session_span is not None
             turn.trace = TurnTrace(self._session_span, self.session_id, time.time())
             turn.trace.span.set_attribute("voxmesh.turn.initiated_by", "task_result")
-            self._turn_task = asyncio.create_task(self._run_result_turn(turn, results),
-                                                  name=f"results-{turn.index}")
+            self._turn_task = asyncio.create_task(
+                self._run_result_turn(turn, results, repeat=repeating),
+                name=f"results-{turn.index}")
             await asyncio.gather(self._turn_task, return_exceptions=True)
-            if turn.audible or not self._turn_task.cancelled():
-                results = []  # spoken (or heard in part): the context has them
+            if turn.cut_short and not repeating:
+                repeating = True  # the caller heard the start only: say it again, once
+            elif turn.audible or not self._turn_task.cancelled():
+                results, repeating = [], False  # spoken: the context has them
             # else: the caller spoke first; say them at the next boundary
 
     async def _wait_for_turn_boundary(self) -> None:
@@ -748,21 +754,24 @@ class CallSession:
                 return
             await asyncio.sleep(0.05)
 
-    async def _run_result_turn(self, turn: Turn, results: list[llm_pb2.ToolResultMessage]
-                               ) -> None:
+    async def _run_result_turn(self, turn: Turn, results: list[llm_pb2.ToolResultMessage],
+                               repeat: bool = False) -> None:
         self._turn, self._speech = turn, None
         interrupted = False
+        line = " ".join(filter(None, (spoken_result(r) for r in results)))
         try:
-            await self._commit_results(results)
-            line = " ".join(filter(None, (spoken_result(r) for r in results)))
+            if not repeat:
+                await self._commit_results(results)
             if line:
-                await self._speak_line(turn, line)
+                await self._speak_line(turn, f"As I was saying, {line}" if repeat else line)
         except asyncio.CancelledError:
             speech = self._speech if self._turn is turn else None
             if speech is not None and speech.audible:
                 interrupted = True
                 # Cut off before a single word: said again at the next boundary.
-                turn.audible = bool(speech.heard_text())
+                heard = speech.heard_text()
+                turn.audible = bool(heard)
+                turn.cut_short = bool(heard) and len(heard.split()) < len(line.split())
                 await asyncio.shield(self._on_interrupted(turn, speech))
             else:
                 # Nothing heard: forget the half-made turn; the results are spoken later.

@@ -64,6 +64,8 @@ class Turn:
     finished_speaking: bool = False
     #: Some of the answer reached the caller before it was interrupted.
     audible: bool = False
+    #: Interrupted after some words but before the end: the caller missed the rest.
+    cut_short: bool = False
     #: Filler and watchdog lines already said this turn (said once, not every tool round).
     tool_lines_said: set[str] = field(default_factory=set)
 

@@ -46,6 +46,12 @@ class TurnTrace:
         self._context = trace.set_span_in_context(self.span)
         self._open: list[Span] = []
 
+    @property
+    def trace_id(self) -> str:
+        """The turn's W3C trace id as 32 hex digits; "" when tracing is off."""
+        context = self.span.get_span_context()
+        return format(context.trace_id, "032x") if context.is_valid else ""
+
     def child(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
               start_wall: float | None = None, **attributes: Any) -> Span:
         """Starts a stage span under the turn; :meth:`finish` ends any left open."""

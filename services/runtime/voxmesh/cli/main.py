@@ -1,4 +1,4 @@
-"""The ``voxmesh`` command: ``up``, ``call`` and ``models``."""
+"""The ``voxmesh`` command: ``up``, ``call``, ``trace``, ``models`` and ``loadtest``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ from voxmesh import __version__
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``voxmesh`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loadtest"]:
+        # The load tester is its own package (loadtest/) with its own command line.
+        from voxmesh_loadtest.cli import main as loadtest
+
+        sys.exit(loadtest(argv[1:]))
     parser = argparse.ArgumentParser(prog="voxmesh", description="Voxmesh voice agent platform")
     parser.add_argument("--version", action="version", version=f"voxmesh {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                        "without it, list the sessions")
     trace.add_argument("--state-dir", type=Path, default=Path(".voxmesh"))
 
+    commands.add_parser("loadtest", help="load-test with synthetic calls (voxmesh loadtest -h)")
     models = commands.add_parser("models", help="install and verify the local models")
     models.add_argument("--no-install", action="store_true", help="verify only")
 

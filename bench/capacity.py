@@ -1,0 +1,155 @@
+"""Capacity (``make bench``): how many concurrent calls before the platform adds latency.
+
+The whole embedded platform runs on latency-model providers with constant delays, so the model
+time on a turn's critical path is known exactly. Synthetic calls at growing concurrency then
+measure the caller's voice-to-voice; the platform-added latency of a turn is that minus the
+configured delays on the critical path:
+
+    max(endpoint silence, speculative pause + STT delay) + LLM first token + TTS first audio
+
+(speculative STT runs during the endpoint wait, so the STT delay only counts past it). The
+figure is the largest concurrency whose added latency stays within 50 ms at p95, per
+transport. Latency-model figures are capacity figures only, never quality figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from voxmesh.cli.stack import Ports, Stack
+from voxmesh_loadtest.arrivals import Arrivals
+from voxmesh_loadtest.runner import LoadRun, RunConfig, to_json
+from voxmesh_loadtest.scenario import load_scenario
+from voxmesh_loadtest.stats import distribution, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLD_MS = 50.0
+#: Constant model delays (ms) and the worker's turn-taking settings they combine with.
+STT_MS, LLM_MS, TTS_MS = 100, 200, 50
+ENDPOINT_MS, SPECULATIVE_MS = 448, 160
+CRITICAL_PATH_MS = max(ENDPOINT_MS, SPECULATIVE_MS + STT_MS) + LLM_MS + TTS_MS
+WORKERS, SESSIONS_PER_WORKER = 2, 250
+
+PLATFORM_ENV = {
+    "VOXMESH_STT_PROVIDER": "latency-model",
+    "VOXMESH_STT_LATENCY_FIRST_BYTE": f"constant:ms={STT_MS}",
+    "VOXMESH_LLM_PROVIDER": "latency-model",
+    "VOXMESH_LLM_LATENCY_FIRST_TOKEN": f"constant:ms={LLM_MS}",
+    # A one-word first sentence: the first sentence is ready with the first token.
+    "VOXMESH_LLM_LATENCY_TEXT": "Sure. We open at nine tomorrow morning.",
+    "VOXMESH_LLM_LATENCY_TOKENS_PER_S": "50",
+    "VOXMESH_TTS_PROVIDER": "latency-model",
+    "VOXMESH_TTS_LATENCY_FIRST_AUDIO": f"constant:ms={TTS_MS}",
+    "VOXMESH_WORKER_ENDPOINT_SILENCE_MS": str(ENDPOINT_MS),
+    "VOXMESH_WORKER_SPECULATIVE_PAUSE_MS": str(SPECULATIVE_MS),
+    "VOXMESH_WORKER_MAX_SESSIONS": str(SESSIONS_PER_WORKER),
+    "VOXMESH_WORKER_TURN_COMPLETION_TAGS": "false",
+    "VOXMESH_EDGE_MAX_CALLS": "1000",
+    "VOXMESH_WORKER_GUARDRAILS_TIMEOUT_MS": "1000",
+}
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _level(stack: Stack, transport: str, concurrency: int) -> dict[str, Any]:
+    """One concurrency level: every call overlaps; starts spread over 4 s."""
+    scenario = load_scenario(ROOT / "loadtest" / "scenarios" / "capacity.yaml")
+    config = RunConfig(edge_url=stack.edge_url, scenario=scenario,
+                       arrivals=Arrivals.parse(f"constant:rate={concurrency / 4:g}"),
+                       calls=concurrency, concurrency=concurrency, transport=transport,
+                       check_content=False)
+    run = to_json(await LoadRun(config, progress=None).run(),
+                  {"providers": "latency-model (stt, llm, tts)"})
+    summary = summarize(run)
+    added = [t["voice_to_voice_ms"] - CRITICAL_PATH_MS for c in run["calls"]
+             for t in c["turns"] if t["voice_to_voice_ms"] is not None]
+    stats = distribution(added)
+    return {"concurrency": concurrency, "calls": summary["calls"],
+            "failed": summary["calls_failed"], "errors": summary["errors"],
+            "turns_answered": summary["turns_answered"],
+            "added_p50_ms": stats["p50"], "added_p95_ms": stats["p95"],
+            "voice_to_voice_p95_ms": summary["voice_to_voice_ms"]["p95"], "run": run}
+
+
+async def _measure(transport: str, levels: list[int], state: Path) -> dict[str, Any]:
+    stack = Stack(state_dir=state, ports=Ports.free(), drain_grace_s=5.0, env=PLATFORM_ENV)
+    points: list[dict[str, Any]] = []
+    try:
+        await stack.start()
+        for index in range(1, WORKERS):
+            await stack.add_worker(f"capacity-{index}")
+        for concurrency in levels:
+            started = time.monotonic()
+            point = await _level(stack, transport, concurrency)
+            points.append(point)
+            _say(f"  {transport:<16} {concurrency:4d} calls: added p50 {point['added_p50_ms']} "
+                 f"ms, p95 {point['added_p95_ms']} ms, failed {point['failed']} "
+                 f"({time.monotonic() - started:.0f}s)")
+            too_slow = point["added_p95_ms"] is None or point["added_p95_ms"] > 4 * THRESHOLD_MS
+            if too_slow or point["failed"] > concurrency * 0.05:
+                break  # past the knee: higher levels only measure an overloaded machine
+    finally:
+        await stack.stop()
+    within = [p["concurrency"] for p in points
+              if p["added_p95_ms"] is not None and p["added_p95_ms"] <= THRESHOLD_MS
+              and p["failed"] == 0]
+    return {"transport": transport, "threshold_ms": THRESHOLD_MS,
+            "max_concurrency_within_threshold": max(within, default=0), "points": points}
+
+
+def main() -> None:
+    """Measures each transport and merges ``capacity`` into the results file."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--levels", default="1,10,25,50,100,150,200,250,300")
+    parser.add_argument("--transports", default="websocket-pcm16,webrtc")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--report", type=Path, default=ROOT / "bench" / "capacity")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+    curves = []
+    for transport in args.transports.split(","):
+        _say(f"capacity over {transport} (latency-model providers, critical path "
+             f"{CRITICAL_PATH_MS} ms)")
+        with tempfile.TemporaryDirectory(prefix="voxmesh-capacity-") as state:
+            curves.append(asyncio.run(_measure(transport, levels, Path(state))))
+    from voxmesh_loadtest.report import write_report
+
+    last_run = curves[0]["points"][-1]["run"]
+    write_report(last_run, args.report, capacity=[
+        {**curve, "points": [{k: v for k, v in p.items() if k != "run"}
+                             for p in curve["points"]]} for curve in curves])
+    section = {
+        "what": "largest concurrency whose platform-added latency (caller voice-to-voice "
+                "minus the configured model delays on the critical path) stays <= 50 ms p95; "
+                "latency-model providers, capacity figures only",
+        "critical_path_ms": CRITICAL_PATH_MS,
+        "workers": WORKERS, "host": "this host (2 cores), load generator included",
+        "date": time.strftime("%Y-%m-%d"),
+        "transports": {
+            curve["transport"]: {
+                "max_concurrency_within_threshold": curve["max_concurrency_within_threshold"],
+                "points": [{k: p[k] for k in ("concurrency", "calls", "failed",
+                                              "added_p50_ms", "added_p95_ms")}
+                           for p in curve["points"]]}
+            for curve in curves},
+    }
+    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+    existing["capacity"] = section
+    args.out.write_text(json.dumps(existing, indent=2) + "\n")
+    for curve in curves:
+        print(f"capacity over {curve['transport']}: "
+              f"{curve['max_concurrency_within_threshold']} concurrent calls within "
+              f"{THRESHOLD_MS:g} ms added p95 -> {args.out}, {args.report}/report.html")
+
+
+if __name__ == "__main__":
+    main()
