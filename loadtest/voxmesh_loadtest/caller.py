@@ -221,11 +221,11 @@ class SyntheticCall:
         speak_start = time.monotonic()
         record.started_s = round(speak_start - self.run_started, 3)
 
-        async def first_transcript() -> float:
-            await caller.wait_event(
+        async def first_transcript() -> tuple[float, int]:
+            event = await caller.wait_event(
                 lambda e: "user_transcript" in e and _is_new(caller, e, events_before),
                 timeout=timeout_s)
-            return time.monotonic()
+            return time.monotonic(), int(event["user_transcript"].get("turn_index", 0))
 
         transcript = asyncio.ensure_future(first_transcript())
         try:
@@ -252,9 +252,11 @@ class SyntheticCall:
                 record.error, record.error_message = "call_ended", str(error)
                 return None, time.monotonic()
             record.voice_to_voice_ms = round((first - sent_end) * 1000, 1)
+            turn_index = 0
             if transcript.done() and not transcript.cancelled() and not transcript.exception():
-                record.first_transcript_ms = round((transcript.result() - sent_end) * 1000, 1)
-            self._fill_from_events(caller, record, events_before)
+                heard_at, turn_index = transcript.result()
+                record.first_transcript_ms = round((heard_at - sent_end) * 1000, 1)
+            await self._fill_from_events(caller, record, turn_index)
             if record.expected and self.content is not None:
                 record.heard = await self.content.transcribe(pcm)
                 record.content_ok = phrases_heard(record.expected, record.heard)
@@ -268,14 +270,28 @@ class SyntheticCall:
                 transcript.cancel()
             await asyncio.gather(transcript, return_exceptions=True)
 
-    def _fill_from_events(self, caller: Caller, record: TurnResult, since: int) -> None:
-        for event in caller.events[since:]:
-            metrics = event.get("turn_metrics")
-            if metrics and metrics.get("trace_id"):
-                record.trace_id = record.trace_id or metrics["trace_id"]
-            text = event.get("agent_text")
-            if text and text.get("is_final"):
-                record.agent_text = record.agent_text or text.get("text", "")
+    async def _fill_from_events(self, caller: Caller, record: TurnResult,
+                                turn_index: int) -> None:
+        """The agent's final text and trace id of the platform's turn ``turn_index``.
+
+        The final text is sent once playout is done, so it may trail the audio a little.
+        """
+        if not turn_index:
+            return
+
+        def final_text(event: dict[str, Any]) -> bool:
+            text = event.get("agent_text") or {}
+            return bool(text.get("is_final")) and text.get("turn_index") == turn_index
+
+        try:
+            event = await caller.wait_event(final_text, timeout=5)
+            record.agent_text = event["agent_text"].get("text", "")
+        except (TimeoutError, ConnectionError):
+            pass
+        for event in caller.events:
+            metrics = event.get("turn_metrics") or {}
+            if metrics.get("turn_index") == turn_index and metrics.get("trace_id"):
+                record.trace_id = metrics["trace_id"]
 
     def _collect_session_errors(self, caller: Caller) -> None:
         errors = [e["error"] for e in caller.events if "error" in e]
