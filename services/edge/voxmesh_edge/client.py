@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from voxmesh import audio
+from voxmesh_edge.caller_waits import CallWaits
 from voxmesh_edge.media import (
     DEFAULT_JITTER_FRAMES,
     FrameConverter,
@@ -39,7 +40,6 @@ from voxmesh_edge.media import (
 
 log = logging.getLogger("voxmesh.edge.client")
 
-T = TypeVar("T")
 
 #: Agent audio louder than this (RMS of a 20 ms frame) counts as speech.
 DEFAULT_THRESHOLD_DBFS = -45.0
@@ -156,7 +156,7 @@ class AgentAudio:
         return len(self.frames) * audio.FRAME_MS / 1000
 
 
-class WebRTCCaller:
+class WebRTCCaller(CallWaits):
     """Calls the edge over WebRTC like the browser page does, from Python (aiortc).
 
     Args:
@@ -322,27 +322,6 @@ class WebRTCCaller:
                 self.agent_audio.append(received_at, pcm)
             self._notify()
 
-    def _notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
-
-    async def _wait_until(self, check: Callable[[], T | None], limit_s: float, what: str) -> T:
-        try:
-            async with asyncio.timeout(limit_s):
-                while True:
-                    result = check()
-                    if result is not None:
-                        return result
-                    if self._ended.is_set():
-                        raise ConnectionError(f"the call ended while waiting for {what}")
-                    future = asyncio.get_running_loop().create_future()
-                    self._waiters.append(future)
-                    await future
-        except TimeoutError:
-            raise TimeoutError(f"timed out after {limit_s:g} s waiting for {what}") from None
-
     async def play(self, pcm16_16k: bytes) -> float:
         """Sends audio (PCM16 mono 16 kHz) in real time, after anything queued before.
 
@@ -396,33 +375,6 @@ class WebRTCCaller:
             return None
 
         return await self._wait_until(check, timeout, "the agent's answer")
-
-    async def wait_event(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109 - part of the documented API
-    ) -> dict[str, Any]:
-        """Returns the first received event (including earlier ones) matching ``predicate``.
-
-        Raises:
-            TimeoutError: No such event within ``timeout``.
-            ConnectionError: The call ended first.
-        """
-
-        def check() -> dict[str, Any] | None:
-            return next((event for event in self.events if predicate(event)), None)
-
-        return await self._wait_until(check, timeout, "a matching event")
-
-    async def wait_greeting(self, timeout: float = 30.0) -> str:  # noqa: ASYNC109 - as wait_event
-        """Waits until the agent's greeting (if it has one) has been played; returns its text."""
-        started = await self.wait_event(lambda e: "started" in e, timeout=timeout)
-        greeting = str(started["started"].get("greeting", ""))
-        if greeting:
-            await self.wait_event(
-                lambda e: e.get("agent_text", {}).get("is_final", False)
-                and not e["agent_text"].get("turn_index"), timeout=timeout)
-        return greeting
 
     async def hangup(self, wait_s: float = 3.0) -> None:
         """Tells the edge to end the call, waits for it to close (``wait_s`` at most), closes."""

@@ -28,12 +28,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
 from voxmesh import audio
+from voxmesh_edge.caller_waits import CallWaits
 from voxmesh_edge.client import (
     DEFAULT_THRESHOLD_DBFS,
     AgentAudio,
@@ -52,13 +53,12 @@ from voxmesh_edge.ws import (
 
 log = logging.getLogger("voxmesh.edge.ws_client")
 
-T = TypeVar("T")
 
 #: When the sender falls this far behind real time, it resynchronizes instead of bursting.
 _MAX_LAG_S = 0.2
 
 
-class WebSocketCaller:
+class WebSocketCaller(CallWaits):
     """Calls the edge over its WebSocket transport, with :class:`WebRTCCaller`'s interface.
 
     Args:
@@ -319,33 +319,12 @@ class WebSocketCaller:
 
     # --- waiting ---------------------------------------------------------------------------
 
-    def _notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
-
     async def _changed(self, limit_s: float) -> None:
         """Returns when something arrives or the call ends, or after ``limit_s``."""
         future = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(future, max(0.0, limit_s))
-
-    async def _wait_until(self, check: Callable[[], T | None], limit_s: float, what: str) -> T:
-        try:
-            async with asyncio.timeout(limit_s):
-                while True:
-                    result = check()
-                    if result is not None:
-                        return result
-                    if self._ended.is_set():
-                        raise ConnectionError(f"the call ended while waiting for {what}")
-                    future = asyncio.get_running_loop().create_future()
-                    self._waiters.append(future)
-                    await future
-        except TimeoutError:
-            raise TimeoutError(f"timed out after {limit_s:g} s waiting for {what}") from None
 
     async def wait_agent_audio(
         self,
@@ -401,33 +380,6 @@ class WebSocketCaller:
             # period would be over, too.
             wake = deadline if first < 0 else min(deadline, frames[last][0] + silence_ms / 1000)
             await self._changed(wake - now)
-
-    async def wait_event(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109 - part of the documented API
-    ) -> dict[str, Any]:
-        """Returns the first received event (including earlier ones) matching ``predicate``.
-
-        Raises:
-            TimeoutError: No such event within ``timeout``.
-            ConnectionError: The call ended first.
-        """
-
-        def check() -> dict[str, Any] | None:
-            return next((event for event in self.events if predicate(event)), None)
-
-        return await self._wait_until(check, timeout, "a matching event")
-
-    async def wait_greeting(self, timeout: float = 30.0) -> str:  # noqa: ASYNC109 - as wait_event
-        """Waits until the agent's greeting (if it has one) has been played; returns its text."""
-        started = await self.wait_event(lambda e: "started" in e, timeout=timeout)
-        greeting = str(started["started"].get("greeting", ""))
-        if greeting:
-            await self.wait_event(
-                lambda e: e.get("agent_text", {}).get("is_final", False)
-                and not e["agent_text"].get("turn_index"), timeout=timeout)
-        return greeting
 
     # --- ending ----------------------------------------------------------------------------
 
