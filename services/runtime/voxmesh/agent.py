@@ -46,8 +46,29 @@ class _Strict(BaseModel):
 class VoiceSettings(_Strict):
     """Which voice speaks, and how fast."""
 
+    #: Provider-specific voice id: a Piper voice name, or a Cartesia voice UUID.
     voice: str = ""
+    #: Provider-specific model id (Cartesia ``sonic-2``); empty: the provider's default.
+    model: str = Field(default="", max_length=100)
     speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)
+
+
+class SpeechRecognitionSettings(_Strict):
+    """How the caller is transcribed."""
+
+    #: BCP-47 language of the caller.
+    language: str = Field(default="en-US", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    #: Names and terms to favour: menu items, product names, the caller's likely words.
+    #: Deepgram uses them as keyterms; providers without such a feature ignore them.
+    keyterms: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("keyterms")
+    @classmethod
+    def _clean_keyterms(cls, keyterms: list[str]) -> list[str]:
+        cleaned = [term.strip() for term in keyterms]
+        if any(not term or len(term) > 100 for term in cleaned):
+            raise ValueError("each keyterm must be 1-100 characters")
+        return cleaned
 
 
 class TurnTakingSettings(_Strict):
@@ -156,6 +177,7 @@ class AgentDefinition(_Strict):
     system_prompt: str = Field(min_length=1, max_length=20_000)
     greeting: str = ""
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    stt: SpeechRecognitionSettings = Field(default_factory=SpeechRecognitionSettings)
     turn_taking: TurnTakingSettings = Field(default_factory=TurnTakingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tools: list[ToolDefinition] = Field(default_factory=list)

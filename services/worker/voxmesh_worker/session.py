@@ -437,7 +437,8 @@ class CallSession:
         async def requests() -> AsyncIterator[stt_pb2.RecognizeRequest]:
             yield stt_pb2.RecognizeRequest(config=stt_pb2.StreamConfig(
                 turn=common_pb2.TurnRef(session_id=self.session_id),
-                format=INTERNAL_FORMAT, language="en-US", interim_results=True))
+                format=INTERNAL_FORMAT, language=self._settings.stt_language,
+                interim_results=True, keyterms=self._settings.stt_keyterms))
             while (request := await self._stt_requests.get()) is not None:
                 yield request
 

@@ -46,6 +46,12 @@ class WorkerSettings(CommonSettings):
     subagents_address: str = "127.0.0.1:50055"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     tts_voice: str = ""
+    #: TTS model id (Cartesia ``sonic-2``); empty: the provider's default.
+    tts_model: str = ""
+    #: Caller's language, sent to STT.
+    stt_language: str = "en-US"
+    #: Terms STT should favour (Deepgram keyterms), from the agent file.
+    stt_keyterms: tuple[str, ...] = ()
     speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)
     max_tokens: int = Field(default=120, ge=1, le=4096)
     #: Tool rounds (call, result, continue) the LLM may take in one turn.
@@ -103,6 +109,9 @@ def apply_agent(settings: WorkerSettings, agent: AgentDefinition) -> WorkerSetti
         "agent": agent.name,
         "system_prompt": agent.system_prompt,
         "tts_voice": agent.voice.voice,
+        "tts_model": agent.voice.model,
+        "stt_language": agent.stt.language,
+        "stt_keyterms": tuple(agent.stt.keyterms),
         "speaking_rate": agent.voice.speaking_rate,
         "max_tokens": agent.llm.max_tokens,
         "temperature": agent.llm.temperature,
