@@ -13,9 +13,17 @@ def _feed(aggregator: SentenceAggregator, text: str) -> list[str]:
 
 def test_sentences_release_as_soon_as_complete() -> None:
     aggregator = SentenceAggregator()
-    assert aggregator.push("Hello there.") == []  # a stop needs whitespace after it
-    assert aggregator.push(" How are") == ["Hello there."]
-    assert aggregator.flush() == "How are"
+    # A full stop after a word ends the sentence without waiting for the next token.
+    assert aggregator.push("Hello there.") == ["Hello there."]
+    assert aggregator.push(" How are") == []
+    assert aggregator.push(" you?") == ["How are you?"]
+    assert aggregator.flush() == ""
+
+
+@pytest.mark.parametrize("held", ["It costs 3.", "Ask Dr.", "Well..", "Call J.", "Visit us at 9."])
+def test_a_stop_that_may_continue_waits_for_whitespace(held: str) -> None:
+    aggregator = SentenceAggregator()
+    assert aggregator.push(held) == []
 
 
 def test_abbreviations_and_decimals_do_not_split() -> None:

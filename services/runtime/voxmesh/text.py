@@ -8,13 +8,20 @@ _ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no"}
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
+# A terminator that ends the text received so far. "?", "!" and "…" end a sentence at once; a
+# full stop only after a plain word (not "3." of "3.5", "Dr." or an initial). Waiting for the
+# next token instead costs one token interval (40 ms at 25 tokens/s) on every answer's first
+# sentence, which is on the voice-to-voice critical path.
+_SENTENCE_END_AT_TAIL = re.compile(r"(?:[!?…]+|(?<=[A-Za-z]{2})\.)[\"')\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–](?=\s)")
 
 
 class SentenceAggregator:
     """Turns a stream of text deltas into speakable sentences.
 
-    Sentences are released as soon as their terminator is followed by whitespace. Optionally the
+    Sentences are released as soon as their terminator arrives: at once for a terminator that
+    cannot continue ("?", "!", a full stop after a word), otherwise once whitespace follows it
+    ("3." may become "3.5"). Optionally the
     first piece of a reply is released at a clause boundary (comma, semicolon) once it has
     ``first_clause_min_words`` words, so TTS can start before the first full stop.
     """
@@ -57,6 +64,11 @@ class SentenceAggregator:
             ):
                 continue
             return self._cut(match.end())
+        tail = _SENTENCE_END_AT_TAIL.search(self._buffer)
+        if tail is not None:
+            last_word = self._buffer[: tail.start()].rsplit(None, 1)[-1].lower()
+            if last_word not in _ABBREVIATIONS:
+                return self._cut(tail.end())
         if not self._released_any and self._first_clause_min_words:
             for match in _CLAUSE_END.finditer(self._buffer):
                 if len(self._buffer[: match.start()].split()) >= self._first_clause_min_words:
