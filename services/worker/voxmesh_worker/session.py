@@ -25,7 +25,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import Executor
 from typing import Any
 
 import grpc
@@ -51,7 +50,7 @@ from voxmesh_worker.tools import ToolRunner
 from voxmesh_worker.turn_completion import Verdict, classify, merge_utterances
 from voxmesh_worker.turn_trace import TurnTrace, start_session_span
 from voxmesh_worker.turns import TurnDetector, TurnSignal
-from voxmesh_worker.vad import WINDOW_MS, SileroVAD
+from voxmesh_worker.vad import WINDOW_MS, VadBatcher, VadStream
 
 log = logging.getLogger("voxmesh.worker.session")
 
@@ -93,8 +92,7 @@ class CallSession:
         nc: NatsClient,
         clients: ServiceClients,
         settings: WorkerSettings,
-        vad_session: Any,
-        vad_executor: Executor,
+        vad: VadBatcher,
         tools: ToolRunner | None = None,
     ) -> None:
         """Creates the session; :meth:`start` subscribes, :meth:`run` drives it."""
@@ -102,8 +100,8 @@ class CallSession:
         self._nc = nc
         self._clients = clients
         self._settings = settings
-        self._vad = SileroVAD(vad_session)
-        self._vad_executor = vad_executor
+        self._vad = vad
+        self._vad_stream = VadStream()
         self._tools = tools
         self._guardrails = Guardrails(
             clients.guardrails, agent=settings.agent,
@@ -291,12 +289,9 @@ class CallSession:
     # ----------------------------------------------------------------- listening
 
     async def _audio_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             chunk = await self._audio_in.get()
-            probabilities = await loop.run_in_executor(
-                self._vad_executor, self._vad.process, chunk.data
-            )
+            probabilities = await self._vad.process(self._vad_stream, chunk.data)
             was_speaking = self._detector.user_speaking
             if was_speaking:
                 await self._send_audio(chunk.data)

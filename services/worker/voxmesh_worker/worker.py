@@ -35,7 +35,7 @@ from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.session import CallSession
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.tools import ToolRunner
-from voxmesh_worker.vad import load_vad_session
+from voxmesh_worker.vad import VadBatcher, load_vad_session
 
 log = logging.getLogger("voxmesh.worker")
 
@@ -54,8 +54,8 @@ class Worker:
         self.state = "warming"
         self._nc: NatsClient | None = None
         self._clients: ServiceClients | None = None
-        self._vad_session: Any = None
-        # VAD is ~0.2 ms per window: one thread serves every session of the worker.
+        self._vad: VadBatcher | None = None
+        # One thread runs the VAD batches of every session of the worker.
         self._vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._sessions: dict[str, tuple[CallSession, asyncio.Task[str]]] = {}
         self._dispatch_sub: Any = None
@@ -83,7 +83,8 @@ class Worker:
             loop.add_signal_handler(sig, self._stop.set)
         settings = self.settings
         self._nc = await connect_nats(settings.nats_url, f"voxmesh-worker-{settings.worker_id}")
-        self._vad_session = await loop.run_in_executor(self._vad_executor, load_vad_session)
+        self._vad = VadBatcher(
+            await loop.run_in_executor(self._vad_executor, load_vad_session), self._vad_executor)
         self._clients = ServiceClients(
             stt=settings.stt_address, llm=settings.llm_address, tts=settings.tts_address,
             guardrails=settings.guardrails_address, subagents=settings.subagents_address,
@@ -113,6 +114,8 @@ class Worker:
             await self._publish_heartbeat()
             await self._clients.close()
             await self._nc.drain()
+            if self._vad is not None:
+                await self._vad.aclose()
             self._vad_executor.shutdown(wait=False)
             log.info("worker %s stopped", settings.worker_id)
 
@@ -193,14 +196,13 @@ class Worker:
                 message="dispatch needs a new, non-empty session id"))
             await msg.respond(reply.SerializeToString())
             return
-        assert self._nc is not None and self._clients is not None
+        assert self._nc is not None and self._clients is not None and self._vad is not None
         session = CallSession(
             session_id=request.session_id,
             nc=self._nc,
             clients=self._clients,
             settings=self.settings,
-            vad_session=self._vad_session,
-            vad_executor=self._vad_executor,
+            vad=self._vad,
             tools=self._tools,
         )
         await session.start()

@@ -1,0 +1,71 @@
+"""Batched VAD: every call gets the probabilities it would get alone, in order, with no wait."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from voxmesh.cli.caller_audio import CallerVoice
+from voxmesh_worker.vad import VadBatcher, VadStream, load_vad_session, run_windows
+
+
+@pytest.fixture(scope="module")
+def vad_session() -> object:
+    return load_vad_session()
+
+
+def _calls(voice: CallerVoice, count: int) -> list[bytes]:
+    """Different audio per call: speech at different offsets, in noise."""
+    rng = np.random.default_rng(7)
+    speech = np.frombuffer(voice.speak("Hello, I would like a table."), np.int16)
+    calls = []
+    for index in range(count):
+        mix = rng.normal(0, 60, 16000 * 2)
+        start = 1600 * index
+        mix[start:start + speech.size] += speech[: mix.size - start]
+        calls.append(np.clip(mix, -32768, 32767).astype(np.int16).tobytes())
+    return calls
+
+
+def _alone(session: object, pcm: bytes, chunk_bytes: int) -> list[float]:
+    stream, out = VadStream(), []
+    for at in range(0, len(pcm), chunk_bytes):
+        out += run_windows(session, [(stream, stream.take_windows(pcm[at:at + chunk_bytes]))])
+    return out
+
+
+async def test_batched_probabilities_match_each_call_run_alone(
+        vad_session: object, caller_voice: CallerVoice) -> None:
+    calls = _calls(caller_voice, 6)
+    # Calls send 20 ms frames; one sends 60 ms chunks, so batches mix one and two windows.
+    chunk_sizes = [640] * 5 + [1920]
+    expected = [_alone(vad_session, pcm, size) for pcm, size in zip(calls, chunk_sizes,
+                                                                      strict=True)]
+    batcher = VadBatcher(vad_session, ThreadPoolExecutor(max_workers=1))
+
+    async def one_call(pcm: bytes, chunk_bytes: int) -> list[float]:
+        stream, out = VadStream(), []
+        for at in range(0, len(pcm), chunk_bytes):
+            out += await batcher.process(stream, pcm[at:at + chunk_bytes])
+            await asyncio.sleep(0)
+        return out
+
+    got = await asyncio.gather(*(one_call(pcm, size) for pcm, size in zip(calls, chunk_sizes,
+                                                                           strict=True)))
+    await batcher.aclose()
+    for alone, batched in zip(expected, got, strict=True):
+        assert len(batched) == len(alone) == 2 * 16000 // 512
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+    # The speech is found: the probabilities are not all near zero.
+    assert all(max(probabilities) > 0.5 for probabilities in got)
+
+
+async def test_audio_short_of_a_window_returns_at_once(vad_session: object) -> None:
+    batcher = VadBatcher(vad_session, ThreadPoolExecutor(max_workers=1))
+    stream = VadStream()
+    assert await batcher.process(stream, b"\0\0" * 300) == []
+    assert len(await batcher.process(stream, b"\0\0" * 300)) == 1  # 600 samples: one window
+    await batcher.aclose()
