@@ -6,6 +6,8 @@ Inside the platform all audio is PCM16 mono at :data:`INTERNAL_RATE` in frames o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import soxr
 
@@ -31,7 +33,7 @@ def rms_dbfs(pcm: bytes) -> float:
     if not pcm:
         return float("-inf")
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    rms = float(np.sqrt(np.mean(samples * samples)))
+    rms = math.sqrt(float(samples @ samples) / samples.size)
     return 20.0 * np.log10(rms / 32768.0) if rms > 0 else float("-inf")
 
 
