@@ -66,13 +66,14 @@ AUTOSCALING = obj({
     "minReplicas": integer("HPA floor", 1),
     "maxReplicas": integer("HPA ceiling", 1),
     "targetCPUUtilizationPercentage": integer("Average CPU the HPA aims for", 1, 100),
-})
+}, "A HorizontalPodAutoscaler on CPU instead of fixed replicas")
 GPU = obj({
     "enabled": {**BOOLEAN, "description": "Request GPUs for this service"},
     "count": integer("GPUs per pod", 1),
     "resourceName": string("Extended resource name", minLength=1),
-})
-PDB = obj({"maxUnavailable": integer("Pods a voluntary disruption may take at once", 0)})
+}, "GPUs requested by each pod")
+PDB = obj({"maxUnavailable": integer("Pods a voluntary disruption may take at once", 0)},
+          "The PodDisruptionBudget")
 API_KEY = obj({
     "existingSecret": string("Secret holding the provider's API key (never the key itself)"),
     "key": string("Key in that Secret", minLength=1),
@@ -91,7 +92,7 @@ PROVIDERS = {
 def service(name: str, extra: dict[str, Schema] | None = None) -> Schema:
     """The shape every gRPC service shares, plus its own keys."""
     properties: dict[str, Schema] = {
-        "enabled": BOOLEAN,
+        "enabled": {**BOOLEAN, "description": f"Run the {name} service"},
         "replicas": integer("Pods, when autoscaling is off", 0),
         "autoscaling": AUTOSCALING,
         "resources": RESOURCES,
@@ -103,9 +104,16 @@ def service(name: str, extra: dict[str, Schema] | None = None) -> Schema:
     if name in PROVIDERS:
         properties["provider"] = obj({
             "name": string("Which implementation serves it", enum=PROVIDERS[name]),
+            "fallback": {
+                "type": "array", "uniqueItems": True,
+                "items": string("A provider tried after the ones before it",
+                                enum=PROVIDERS[name]),
+                "description": "Providers tried in order when the one before fails before "
+                               "its first result; never the primary again (a local one "
+                               "loads its model in the same pod)"},
             "settings": free_map(f"Extra VOXMESH_{name.upper()}_* settings (key -> value)",
                                  {"type": ["string", "number", "boolean"]}),
-        }, required=("name",))
+        }, f"The {name} provider chain: name, then fallback", required=("name",))
         properties["apiKey"] = API_KEY
     properties.update(extra or {})
     return obj(properties, f"The {name} service")
@@ -130,12 +138,13 @@ def values_schema() -> Schema:
                     "tag": string("Tag of every Voxmesh image; empty: the chart's appVersion"),
                     "pullPolicy": string("Image pull policy",
                                          enum=["Always", "IfNotPresent", "Never"]),
-                }),
+                }, "The Voxmesh images"),
                 "imagePullSecrets": {"type": "array", "items": obj(
-                    {"name": string("Secret name", minLength=1)})},
+                    {"name": string("Secret name", minLength=1)}),
+                    "description": "Pull secrets of every pod"},
                 "logLevel": string("Log level", enum=["debug", "info", "warning", "error"]),
                 "commonLabels": free_map("Extra labels on every object"),
-            }),
+            }, "Settings every component shares"),
             "networkPolicy": obj({
                 "enabled": {**BOOLEAN, "description": "Deny by default, allow per component"},
                 "metricsFrom": {**peers, "description": "Peers allowed to scrape /metrics"},
@@ -143,11 +152,12 @@ def values_schema() -> Schema:
                 "externalEgressCidrs": {"type": "array", "items": {"type": "string"},
                                         "description": "CIDRs reachable on 443"},
                 "apiServer": obj({
-                    "cidrs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "cidrs": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                              "description": "CIDRs of the API server"},
                     "ports": {"type": "array", "items": integer("port", 1, 65535),
-                              "minItems": 1},
+                              "minItems": 1, "description": "Ports of the API server"},
                 }, "Where the operator reaches the Kubernetes API"),
-            }),
+            }, "NetworkPolicies: deny by default, then what each component needs"),
             "nats": obj({
                 "enabled": {**BOOLEAN, "description": "Run NATS in the chart"},
                 "externalUrl": string("nats:// URL when NATS is external",
@@ -160,11 +170,12 @@ def values_schema() -> Schema:
                     "maxFileStore": string("nats-server size, e.g. 10G",
                                            pattern="^[0-9]+[KMGT]?$"),
                     "storage": obj({"size": string("PVC size", minLength=1),
-                                    "storageClassName": string("Storage class")}),
-                }),
+                                    "storageClassName": string("Storage class")},
+                                   "Each server's JetStream volume"),
+                }, "JetStream limits and storage"),
                 "resources": RESOURCES,
                 **SCHEDULING,
-            }),
+            }, "NATS with JetStream, in the chart or external"),
             "observability": obj({
                 "enabled": {**BOOLEAN, "description": "OTel Collector and dashboards"},
                 "traceTranscripts": {**BOOLEAN,
@@ -176,19 +187,19 @@ def values_schema() -> Schema:
                     "tempoEndpoint": string("Tempo OTLP gRPC host:port",
                                             pattern="^[^:/ ]+:[0-9]+$"),
                     "resources": RESOURCES,
-                }),
+                }, "The OpenTelemetry Collector"),
                 "dashboards": obj({
-                    "enabled": BOOLEAN,
+                    "enabled": {**BOOLEAN, "description": "Dashboard ConfigMaps"},
                     "labels": free_map("Labels the Grafana sidecar selects"),
                     "namespace": string("Namespace of the dashboard ConfigMaps"),
-                }),
+                }, "Grafana dashboards as ConfigMaps"),
                 "datasources": obj({
-                    "enabled": BOOLEAN,
+                    "enabled": {**BOOLEAN, "description": "Datasource ConfigMaps"},
                     "labels": free_map("Labels the Grafana sidecar selects"),
                     "prometheusUrl": string("Prometheus URL", pattern="^https?://"),
                     "tempoUrl": string("Tempo query URL", pattern="^https?://"),
                 }, "Grafana datasources with the uids the dashboards use"),
-            }),
+            }, "Traces, metrics and dashboards"),
             "services": obj({
                 "stt": service("stt"),
                 "llm": service("llm"),
@@ -198,9 +209,9 @@ def values_schema() -> Schema:
                 "subagents": service("subagents", {
                     "knowledgeBases": free_map("Knowledge base name -> ConfigMap of documents",
                                                {"type": "string", "minLength": 1})}),
-            }),
+            }, "The gRPC services, each scaled and placed on its own"),
             "edge": obj({
-                "enabled": BOOLEAN,
+                "enabled": {**BOOLEAN, "description": "Run the WebRTC edge"},
                 "replicas": integer("Pods, when autoscaling is off", 0),
                 "autoscaling": AUTOSCALING,
                 "resources": RESOURCES,
@@ -211,9 +222,30 @@ def values_schema() -> Schema:
                     "type": string("Service type",
                                    enum=["ClusterIP", "NodePort", "LoadBalancer"]),
                     "port": integer("Service port", 1, 65535),
-                }),
+                }, "The edge's Service"),
                 "maxCalls": integer("Concurrent calls per edge pod", 1),
-            }),
+            }, "The WebRTC edge (aiortc) and its browser page"),
+            "livekit": obj({
+                "enabled": {**BOOLEAN, "description": "Run the LiveKit edge"},
+                "url": string("LiveKit server URL (wss://...); required when enabled",
+                              pattern="^(wss?://[^ ]+)?$"),
+                "agentName": string("Agent name the edge registers under (explicit dispatch)",
+                                    pattern="^[A-Za-z0-9_.-]+$", maxLength=128),
+                "maxCalls": integer("Concurrent calls per LiveKit edge pod", 1, 10000),
+                "drainTimeoutSeconds": integer(
+                    "How long calls may run after SIGTERM; pods get 30 s more", 1, 86400),
+                "replicas": integer("LiveKit edge pods", 0),
+                "resources": RESOURCES,
+                **SCHEDULING,
+                "podDisruptionBudget": PDB,
+                "credentials": obj({
+                    "existingSecret": string("Secret holding the LiveKit API key and secret "
+                                             "(required when enabled)"),
+                    "apiKeyKey": string("Key of the API key in that Secret", minLength=1),
+                    "apiSecretKey": string("Key of the API secret in that Secret",
+                                           minLength=1),
+                }, "The LiveKit project's key pair, only from an existing Secret"),
+            }, "The LiveKit edge: carries the calls LiveKit dispatches to Voxmesh workers"),
             "workers": obj({
                 "agent": string("The agent the workers run (a key of agents)",
                                 pattern="^[A-Za-z0-9_-]+$"),
@@ -227,19 +259,21 @@ def values_schema() -> Schema:
                                "description": "Idle warm workers: a count or e.g. 20%"},
                     "scaleDownDelaySeconds": integer("Surplus kept this long", 0, 3600),
                     "maxSurge": {"anyOf": [{"type": "integer", "minimum": 0},
-                                           {"type": "string", "pattern": "^[0-9]{1,3}%$"}]},
-                }),
+                                           {"type": "string", "pattern": "^[0-9]{1,3}%$"}],
+                                 "description": "New workers a rollout may add at once"},
+                }, "The AgentPool the operator keeps warm"),
                 "replicas": integer("Workers when the operator is off", 0),
                 "resources": RESOURCES,
                 **SCHEDULING,
-            }),
+            }, "Agent workers: one call loop per session"),
             "operator": obj({
                 "enabled": {**BOOLEAN, "description": "Warm pools; off: a worker Deployment"},
                 "reconcileIntervalSeconds": {"type": "number", "exclusiveMinimum": 0,
-                                             "maximum": 60},
+                                             "maximum": 60,
+                                             "description": "Seconds between reconciles"},
                 "resources": RESOURCES,
                 **SCHEDULING,
-            }),
+            }, "The operator that keeps the worker pool warm"),
         }),
     }
 

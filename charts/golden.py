@@ -21,7 +21,7 @@ RELEASE, NAMESPACE = "voxmesh", "voxmesh"
 
 def scenarios() -> dict[str, dict[str, Any]]:
     """Scenario name -> values: the defaults and every ``ci/*.yaml``."""
-    found = {"default": {}}
+    found: dict[str, dict[str, Any]] = {"default": {}}
     for path in sorted((CHART / "ci").glob("*.yaml")):
         found[path.stem] = yaml.safe_load(path.read_text()) or {}
     return found

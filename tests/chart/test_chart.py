@@ -4,7 +4,8 @@ Every scenario (the defaults and each ``charts/voxmesh/ci/*.yaml``) is rendered,
 validated with kubernetes-validate (strict) against Kubernetes 1.29 and 1.33, and checked for
 what the chart promises: hardened containers, gRPC probes, liveness that does not depend on
 NATS, a worker grace period that covers the drain, independent scaling, no secrets in the
-output, and a NATS config that the real nats-server accepts.
+output, ordered provider chains with their keys, the LiveKit edge, and a NATS config that the
+real nats-server accepts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ SCENARIOS = golden.scenarios()
 KUBE_VERSIONS = ("1.29", "1.33")
 GRPC_SERVICES = {"stt": 50051, "llm": 50052, "tts": 50053, "guardrails": 50054,
                  "subagents": 50055}
+PROVIDER_SERVICES = ("stt", "llm", "tts")
+LIVEKIT = "voxmesh-livekit"
 
 Manifest = dict[str, Any]
 
@@ -62,6 +66,26 @@ def _container(objects: list[Manifest], component: str) -> Manifest:
     return deployment["spec"]["template"]["spec"]["containers"][0]
 
 
+def _env(container: Manifest) -> dict[str, Manifest]:
+    """Env var name -> its entry (``value`` or ``valueFrom``)."""
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _livekit_enabled(name: str) -> bool:
+    return bool((SCENARIOS[name].get("livekit") or {}).get("enabled"))
+
+
+def _render_error(values: dict) -> str:
+    """The message of a render that must fail."""
+    with pytest.raises(helm.HelmError) as error:
+        golden.render(values)
+    return str(error.value)
+
+
+LIVEKIT_ON = {"livekit": {"enabled": True, "url": "wss://voxmesh.livekit.cloud",
+                          "credentials": {"existingSecret": "voxmesh-livekit"}}}
+
+
 def test_lint_is_strict_and_clean() -> None:
     for values in SCENARIOS.values():
         for version in KUBE_VERSIONS:
@@ -84,6 +108,8 @@ def test_every_manifest_validates_strictly(scenario: tuple[str, list[Manifest]],
 def test_every_container_is_hardened(scenario: tuple[str, list[Manifest]]) -> None:
     specs = _pod_specs(scenario[1])
     assert len(specs) >= 8
+    # The LiveKit edge's pod is among those checked wherever a scenario runs it.
+    assert (LIVEKIT in dict(specs)) is _livekit_enabled(scenario[0])
     for owner, spec in specs:
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, owner
@@ -137,8 +163,9 @@ def test_scaling_one_service_changes_no_other_manifest() -> None:
     assert autoscaled - set(base) == {("HorizontalPodAutoscaler", "voxmesh-llm")}
 
 
-def test_no_secret_values_in_the_output() -> None:
-    values = SCENARIOS["cloud-providers"]
+@pytest.mark.parametrize("name", ["cloud-providers", "livekit-cloud"])
+def test_no_secret_values_in_the_output(name: str) -> None:
+    values = SCENARIOS[name]
     objects = golden.manifests(values)
     assert not [o for o in objects if o["kind"] == "Secret"]
     secretish = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET)$")
@@ -149,11 +176,18 @@ def test_no_secret_values_in_the_output() -> None:
                 if secretish.search(env["name"]):
                     assert "value" not in env, env
                     keys[env["name"]] = env["valueFrom"]["secretKeyRef"]
-    assert keys == {
-        "VOXMESH_STT_API_KEY": {"name": "voxmesh-deepgram", "key": "api-key"},
-        "VOXMESH_LLM_API_KEY": {"name": "voxmesh-openai", "key": "api-key"},
-        "VOXMESH_TTS_API_KEY": {"name": "voxmesh-cartesia", "key": "api-key"},
-    }
+    expected = {}
+    for component in PROVIDER_SERVICES:
+        key = values["services"][component]["apiKey"]
+        expected[f"VOXMESH_{component.upper()}_API_KEY"] = {"name": key["existingSecret"],
+                                                            "key": key["key"]}
+    if _livekit_enabled(name):
+        credentials = values["livekit"]["credentials"]
+        expected["VOXMESH_LIVEKIT_API_KEY"] = {"name": credentials["existingSecret"],
+                                               "key": "api-key"}
+        expected["VOXMESH_LIVEKIT_API_SECRET"] = {"name": credentials["existingSecret"],
+                                                  "key": "api-secret"}
+    assert keys == expected
 
 
 def test_a_cloud_provider_without_a_key_fails_with_the_key_to_set() -> None:
@@ -163,7 +197,148 @@ def test_a_cloud_provider_without_a_key_fails_with_the_key_to_set() -> None:
         golden.render(values)
 
 
+def test_the_provider_variable_is_the_ordered_chain(
+        scenario: tuple[str, list[Manifest]]) -> None:
+    values = SCENARIOS[scenario[0]]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    for component in PROVIDER_SERVICES:
+        provider = ((values.get("services") or {}).get(component) or {}).get("provider") or {}
+        chain = [provider.get("name", defaults["services"][component]["provider"]["name"]),
+                 *provider.get("fallback", [])]
+        env = _env(_container(scenario[1], component))
+        assert env[f"VOXMESH_{component.upper()}_PROVIDER"]["value"] == ",".join(chain)
+    if scenario[0] == "livekit-cloud":  # a scenario with fallbacks, so the join is exercised
+        assert _env(_container(scenario[1], "stt"))["VOXMESH_STT_PROVIDER"]["value"] == (
+            "deepgram,whisper-local")
+
+
+def test_a_cloud_fallback_needs_a_key_and_the_internet() -> None:
+    local_first = {"services": {"stt": {"provider": {"name": "whisper-local",
+                                                     "fallback": ["deepgram"]}}}}
+    assert re.search(r"services\.stt\.apiKey\.existingSecret: provider deepgram needs an API "
+                     r"key from an existing Secret", _render_error(local_first))
+
+    local_first["services"]["stt"]["apiKey"] = {"existingSecret": "voxmesh-deepgram"}
+    objects = golden.manifests(local_first)
+    env = _env(_container(objects, "stt"))
+    assert env["VOXMESH_STT_PROVIDER"]["value"] == "whisper-local,deepgram"
+    assert env["VOXMESH_STT_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "voxmesh-deepgram", "key": "api-key"}
+    egress = _by_kind(objects, "NetworkPolicy")["voxmesh-stt"]["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 443} in [p for rule in egress
+                                                for p in rule.get("ports", [])]
+
+
+def test_a_chain_of_local_providers_needs_no_key_and_no_internet() -> None:
+    objects = golden.manifests({"services": {"stt": {"provider": {
+        "name": "whisper-local", "fallback": ["latency-model"]}}}})
+    env = _env(_container(objects, "stt"))
+    assert env["VOXMESH_STT_PROVIDER"]["value"] == "whisper-local,latency-model"
+    assert "VOXMESH_STT_API_KEY" not in env
+    egress = _by_kind(objects, "NetworkPolicy")["voxmesh-stt"]["spec"]["egress"]
+    assert not [rule for rule in egress if "ipBlock" in str(rule)]
+
+
+def test_a_fallback_that_repeats_the_primary_fails() -> None:
+    values = {"services": {"llm": {"provider": {"name": "openai", "fallback": ["openai"]},
+                                   "apiKey": {"existingSecret": "voxmesh-openai"}}}}
+    assert ("services.llm.provider.fallback: openai is already services.llm.provider.name; "
+            "a fallback must be another provider") in _render_error(values)
+
+
+def test_the_livekit_edge_is_off_by_default() -> None:
+    for name in SCENARIOS:
+        if _livekit_enabled(name):
+            continue
+        objects = golden.manifests(SCENARIOS[name])
+        assert not [o for o in objects if "livekit" in o["metadata"]["name"]
+                    or o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+                    == "livekit"], name
+
+
+def test_the_livekit_edge_deployment() -> None:
+    values = SCENARIOS["livekit-cloud"]["livekit"]
+    objects = golden.manifests(SCENARIOS["livekit-cloud"])
+    named = {(o["kind"], o["metadata"]["name"]) for o in objects if o["metadata"]["name"]
+             == LIVEKIT}
+    assert named == {("ServiceAccount", LIVEKIT), ("Deployment", LIVEKIT),
+                     ("PodDisruptionBudget", LIVEKIT), ("NetworkPolicy", LIVEKIT)}
+    assert _by_kind(objects, "ServiceAccount")[LIVEKIT]["automountServiceAccountToken"] is False
+    deployment = _by_kind(objects, "Deployment")[LIVEKIT]
+    assert deployment["spec"]["replicas"] == values["replicas"]
+    pod = deployment["spec"]["template"]["spec"]
+    # LiveKit's drain and the calls still running must finish before the kill.
+    assert pod["terminationGracePeriodSeconds"] == values["drainTimeoutSeconds"] + 30
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["image"] == _container(objects, "edge")["image"]
+    assert container["command"] == ["python", "-m", "voxmesh_edge.livekit"]
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/", "port": "health"}, probe
+    env = _env(container)
+    secret = values["credentials"]["existingSecret"]
+    assert env["VOXMESH_LIVEKIT_API_KEY"] == {"name": "VOXMESH_LIVEKIT_API_KEY", "valueFrom": {
+        "secretKeyRef": {"name": secret, "key": "api-key"}}}
+    assert env["VOXMESH_LIVEKIT_API_SECRET"] == {"name": "VOXMESH_LIVEKIT_API_SECRET",
+                                                 "valueFrom": {"secretKeyRef": {
+                                                     "name": secret, "key": "api-secret"}}}
+    plain = {name: entry["value"] for name, entry in env.items() if "value" in entry}
+    assert plain["VOXMESH_LIVEKIT_URL"] == values["url"]
+    assert plain["VOXMESH_LIVEKIT_AGENT_NAME"] == values["agentName"]
+    assert plain["VOXMESH_LIVEKIT_MAX_CALLS"] == str(values["maxCalls"])
+    assert plain["VOXMESH_LIVEKIT_DRAIN_TIMEOUT_S"] == str(values["drainTimeoutSeconds"])
+    assert plain["VOXMESH_LIVEKIT_HEALTH_PORT"] == "8081"
+    assert plain["VOXMESH_NATS_URL"] == _env(_container(objects, "edge"))[
+        "VOXMESH_NATS_URL"]["value"]
+    assert plain["VOXMESH_METRICS_PORT"] == "9464"
+    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"]
+    pdb = _by_kind(objects, "PodDisruptionBudget")[LIVEKIT]
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_the_livekit_edge_network_policy() -> None:
+    values = copy.deepcopy(LIVEKIT_ON)
+    values["livekit"]["url"] = "wss://livekit.example.com:8443/rtc"  # self-hosted, own port
+    policy = _by_kind(golden.manifests(values), "NetworkPolicy")[LIVEKIT]["spec"]
+    # Only scrapers come in (metrics and the health port); LiveKit is dialled out to.
+    assert [rule["ports"] for rule in policy["ingress"]] == [
+        [{"protocol": "TCP", "port": 9464}, {"protocol": "TCP", "port": 8081}]]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert policy["ingress"][0]["from"] == defaults["networkPolicy"]["metricsFrom"]
+    egress = policy["egress"]
+    signalling = [rule for rule in egress if "ipBlock" in str(rule.get("to"))]
+    assert signalling == [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [
+        {"protocol": "TCP", "port": port} for port in (443, 7880, 7881, 8443)]}]
+    assert {"ports": [{"protocol": "UDP", "port": 1024, "endPort": 65535}]} in egress
+    reached = {rule["to"][0]["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+               for rule in egress if "podSelector" in str(rule.get("to"))}
+    assert reached == {"nats", "otel-collector", None}  # None: kube-dns
+
+
+@pytest.mark.parametrize(("livekit", "message"), [
+    ({"credentials": {"existingSecret": ""}}, "livekit.credentials.existingSecret: the LiveKit "
+                                              "API key and secret come from an existing Secret"),
+    ({"url": ""}, "livekit.url: the LiveKit server URL (wss://...) is required"),
+])
+def test_the_livekit_edge_without_its_settings_fails_naming_them(livekit: dict,
+                                                                 message: str) -> None:
+    values = copy.deepcopy(LIVEKIT_ON)
+    values["livekit"].update(livekit)
+    assert message in _render_error(values)
+
+
 @pytest.mark.parametrize(("values", "message"), [
+    ({"livekit": {"apiKey": "APIxxxx"}},
+     "at '/livekit': additional properties 'apiKey' not allowed"),
+    ({"livekit": {"credentials": {"apiSecret": "xxxx"}}},
+     "at '/livekit/credentials': additional properties 'apiSecret' not allowed"),
+    ({"livekit": {"url": "https://voxmesh.livekit.cloud"}}, "at '/livekit/url'"),
+    ({"services": {"stt": {"provider": {"name": "deepgram", "fallback": ["piper-local"]}}}},
+     "at '/services/stt/provider/fallback/0': value must be one of 'whisper-local', "
+     "'deepgram', 'latency-model'"),
+    ({"services": {"tts": {"provider": {"fallback": ["cartesia", "cartesia"]}}}},
+     "at '/services/tts/provider/fallback': items at 0 and 1 are equal"),
     ({"services": {"stt": {"replicas": "two"}}},
      "at '/services/stt/replicas': got string, want integer"),
     ({"services": {"stt": {"replica": 2}}},
@@ -193,9 +368,18 @@ def test_the_schema_covers_every_value_in_values_yaml() -> None:
             walk(item, node["properties"][key], f"{path}.{key}")
 
     walk(defaults, schema, "")
+
+    def described(node: dict, path: str) -> None:
+        for key, item in node.get("properties", {}).items():
+            assert item.get("description"), f"{path}.{key} has no description"
+            described(item, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            described(node["items"], f"{path}[]")
+
+    described(schema, "")
     subprocess.run(["python", str(ROOT / "charts" / "build_values_schema.py"), "--check"],
                    check=True, env={**os.environ, "PATH": os.path.dirname(
-                       os.sys.executable) + os.pathsep + os.environ.get("PATH", "")})
+                       sys.executable) + os.pathsep + os.environ.get("PATH", "")})
 
 
 def test_the_crd_is_the_operators_and_a_valid_definition() -> None:
@@ -267,3 +451,30 @@ def test_the_infra_values_files_install_cleanly(path: str) -> None:
         if obj["kind"] != "AgentPool":
             kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
     assert {o["kind"] for o in objects} >= {"AgentPool", "Deployment", "StatefulSet"}
+
+
+def _merged(base: dict, overlay: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_commented_production_example_installs_cleanly() -> None:
+    text = (ROOT / "infra" / "values-production.yaml").read_text()
+    # The example is the commented YAML at the end: top-level keys and their indented lines.
+    example = yaml.safe_load("\n".join(
+        line[2:] for line in text[text.index("\n# services:"):].splitlines()
+        if re.match(r"# (services|livekit):|#   ", line) and not re.search(r"kubectl|--from",
+                                                                            line)))
+    assert set(example) == {"services", "livekit"}
+    objects = golden.manifests(_merged(yaml.safe_load(text), example))
+    for obj in objects:
+        if obj["kind"] != "AgentPool":
+            kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
+    assert LIVEKIT in _by_kind(objects, "Deployment")
+    assert _env(_container(objects, "tts"))["VOXMESH_TTS_PROVIDER"]["value"] == (
+        "cartesia,piper-local")

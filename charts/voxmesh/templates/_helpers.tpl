@@ -148,13 +148,19 @@ affinity:
     - {protocol: TCP, port: {{ .port }}}
 {{- end -}}
 
-{{/* Ingress to the metrics port from the scrapers in networkPolicy.metricsFrom. */}}
+{{/*
+Ingress to the metrics port (and any further "ports", e.g. a health port) from the scrapers in
+networkPolicy.metricsFrom.
+*/}}
 {{- define "voxmesh.metricsIngress" -}}
 {{- with .root.Values.networkPolicy.metricsFrom }}
 - from:
     {{- toYaml . | nindent 4 }}
   ports:
     - {protocol: TCP, port: {{ $.root.Values.observability.metricsPort }}}
+    {{- range $.ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -172,7 +178,9 @@ affinity:
 {{- end }}
 {{- end -}}
 
-{{/* Egress to the internet on 443, for cloud providers. */}}
+{{/*
+Egress to networkPolicy.externalEgressCidrs on TCP "ports" (default 443), for cloud services.
+*/}}
 {{- define "voxmesh.externalEgress" -}}
 - to:
     {{- range .root.Values.networkPolicy.externalEgressCidrs }}
@@ -180,5 +188,7 @@ affinity:
         cidr: {{ . }}
     {{- end }}
   ports:
-    - {protocol: TCP, port: 443}
+    {{- range (.ports | default (list 443)) }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
 {{- end -}}

@@ -177,30 +177,64 @@ spec:
 {{- end -}}
 
 {{/*
-voxmesh.providerEnv: VOXMESH_<C>_PROVIDER, its settings and its API key (from an existing
-Secret). A cloud provider without a key fails the render with the key to set.
+voxmesh.providerChain: the component's providers in order, primary first, comma-joined
+("deepgram,whisper-local"). A provider named twice fails the render.
+*/}}
+{{- define "voxmesh.providerChain" -}}
+{{- $provider := .values.provider -}}
+{{- $seen := dict -}}
+{{- range $name := prepend (default list $provider.fallback) $provider.name }}
+{{- if and (hasKey $seen $name) (eq $name $provider.name) }}
+{{- fail (printf "services.%s.provider.fallback: %s is already services.%s.provider.name; a fallback must be another provider" $.component $name $.component) }}
+{{- else if hasKey $seen $name }}
+{{- fail (printf "services.%s.provider.fallback: %s is listed twice; name each provider once" $.component $name) }}
+{{- end }}
+{{- $_ := set $seen $name true }}
+{{- end }}
+{{- prepend (default list $provider.fallback) $provider.name | join "," -}}
+{{- end -}}
+
+{{/*
+voxmesh.cloudProviders: the chain's cloud providers (neither *-local nor latency-model),
+comma-joined; empty when every provider runs in the pod.
+*/}}
+{{- define "voxmesh.cloudProviders" -}}
+{{- $cloud := list -}}
+{{- range $name := splitList "," (include "voxmesh.providerChain" .) }}
+{{- if not (or (hasSuffix "-local" $name) (eq $name "latency-model")) }}
+{{- $cloud = append $cloud $name }}
+{{- end }}
+{{- end }}
+{{- join "," $cloud -}}
+{{- end -}}
+
+{{/*
+voxmesh.providerEnv: VOXMESH_<C>_PROVIDER (the ordered chain), its settings and its API key
+(from an existing Secret). A chain with a cloud provider and no key fails the render with the
+key to set.
 */}}
 {{- define "voxmesh.providerEnv" -}}
 {{- $prefix := printf "VOXMESH_%s" (upper .component) -}}
 {{- $provider := .values.provider -}}
+{{- $cloud := include "voxmesh.cloudProviders" . -}}
 - name: {{ $prefix }}_PROVIDER
-  value: {{ $provider.name | quote }}
+  value: {{ include "voxmesh.providerChain" . | quote }}
 {{- range $key, $value := $provider.settings }}
 - name: {{ printf "%s_%s" $prefix (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
-{{- if not (or (hasSuffix "-local" $provider.name) (eq $provider.name "latency-model")) }}
+{{- if $cloud }}
 - name: {{ $prefix }}_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ required (printf "services.%s.apiKey.existingSecret: provider %s needs an API key from an existing Secret" .component $provider.name) .values.apiKey.existingSecret }}
+      name: {{ required (printf "services.%s.apiKey.existingSecret: provider %s needs an API key from an existing Secret" .component (splitList "," $cloud | join ", ")) .values.apiKey.existingSecret }}
       key: {{ .values.apiKey.key }}
 {{- end }}
 {{- end -}}
 
-{{/* Egress to the internet on 443 when a component's provider is a cloud service. */}}
+{{/* Egress to the internet on 443 when any provider of a component's chain is a cloud service. */}}
 {{- define "voxmesh.cloudEgress" -}}
-{{- if not (or (hasSuffix "-local" .values.provider.name) (eq .values.provider.name "latency-model")) }}
+{{- if include "voxmesh.cloudProviders" . }}
 {{- include "voxmesh.externalEgress" . }}
 {{- end }}
 {{- end -}}
