@@ -1,4 +1,8 @@
-"""The ``voxmesh`` command: ``up``, ``call``, ``trace``, ``models`` and ``loadtest``."""
+"""The ``voxmesh`` command.
+
+Subcommands: ``up``, ``call``, ``trace``, ``models``, ``loadtest``, ``token`` and
+``livekit-agent``.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     models = commands.add_parser("models", help="install and verify the local models")
     models.add_argument("--no-install", action="store_true", help="verify only")
 
+    from voxmesh.cli.token import configure_parser as configure_token  # standard library only
+
+    configure_token(commands.add_parser("token", help="mint a LiveKit room join token"))
+    commands.add_parser("livekit-agent",
+                        help="run the LiveKit edge (python -m voxmesh_edge.livekit; docs/livekit.md)")
+
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(_up(args))
@@ -62,6 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         from voxmesh.cli.models import install_and_verify
 
         sys.exit(install_and_verify(install=not args.no_install))
+    if args.command == "token":
+        from voxmesh.cli.token import run as run_token
+
+        sys.exit(run_token(args))
+    if args.command == "livekit-agent":
+        from voxmesh_edge.livekit.__main__ import main as livekit_agent
+
+        livekit_agent()
 
 
 def _up(args: argparse.Namespace) -> int:
