@@ -7,13 +7,13 @@ from nats.js.api import KeyValueConfig
 
 from voxmesh import subjects
 from voxmesh.config import load_settings
-from voxmesh.errors import ConfigError
+from voxmesh.errors import ConfigError, VoxmeshError
 from voxmesh.grpcserver import GrpcApp, run_app
 from voxmesh.logs import setup_logging
 from voxmesh.natsconn import connect_nats
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_llm.context_store import ContextStore
-from voxmesh_llm.providers import create_provider
+from voxmesh_llm.providers import create_chain
 from voxmesh_llm.service import LanguageModelServicer
 from voxmesh_llm.settings import LLMSettings
 
@@ -23,7 +23,7 @@ def main() -> None:
     settings = load_settings(LLMSettings)
     setup_logging("llm", settings.log_level, settings.log_format)
     try:
-        provider = create_provider(settings)
+        chain = create_chain(settings)
     except ConfigError as exc:
         raise SystemExit(f"llm: {exc}") from None
     holder: dict[str, NatsClient] = {}
@@ -41,15 +41,19 @@ def main() -> None:
             )
         )
         store.attach(kv)
-        await provider.load()
+        try:
+            await chain.load()
+        except VoxmeshError as exc:
+            # One clear line and exit 1 (a rejected API key), not a traceback.
+            raise RuntimeError(exc.message) from None
 
     async def stop() -> None:
         await servicer.close()
-        await provider.aclose()
+        await chain.aclose()
         if "nc" in holder:
             await holder["nc"].drain()
 
-    servicer = LanguageModelServicer(provider, store, settings)
+    servicer = LanguageModelServicer(chain, store, settings)
     app = GrpcApp(
         name="llm",
         service_names=[llm_pb2.DESCRIPTOR.services_by_name["LanguageModel"].full_name],

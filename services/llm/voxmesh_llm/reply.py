@@ -11,6 +11,7 @@ from typing import Any
 
 from voxmesh.toolcalls import ToolCallParser
 from voxmesh.v1 import llm_pb2
+from voxmesh_llm.providers.base import LLMOutput, ToolCallRequest
 from voxmesh_llm.turn_completion import COMPLETE, TurnMarkParser
 
 
@@ -36,14 +37,33 @@ def verdict_event(verdict: llm_pb2.TurnCompletion.Verdict) -> llm_pb2.GenerateEv
     return llm_pb2.GenerateEvent(turn_completion=llm_pb2.TurnCompletion(verdict=verdict))
 
 
-async def reply_events(
-    deltas: AsyncGenerator[str, None], reply: Reply, *, turn_marks: bool
-) -> AsyncGenerator[llm_pb2.GenerateEvent, None]:
-    """Turns the model's deltas into events, recording them in ``reply``.
+def _call_event(call: dict[str, Any]) -> llm_pb2.GenerateEvent:
+    arguments = call["arguments"]
+    return llm_pb2.GenerateEvent(tool_call=llm_pb2.ToolCall(
+        call_id=call["call_id"], name=call["name"],
+        arguments_json=arguments if isinstance(arguments, str) else json.dumps(arguments)))
 
-    With ``turn_marks`` the verdict comes first. A verdict other than complete ends the reply
-    at once: ``deltas`` is closed, which stops the generation. Tool calls follow the text, each
-    with a fresh call_id; one is recorded in ``reply.calls`` only once it has been handed on.
+
+def _native_arguments(call: ToolCallRequest) -> dict[str, Any] | str:
+    """A native call's arguments as stored: the object, or the raw text if it is not one."""
+    try:
+        arguments = json.loads(call.arguments_json)
+    except json.JSONDecodeError:
+        return call.arguments_json
+    return arguments if isinstance(arguments, dict) else call.arguments_json
+
+
+async def reply_events(
+    deltas: AsyncGenerator[LLMOutput, None], reply: Reply, *, turn_marks: bool
+) -> AsyncGenerator[llm_pb2.GenerateEvent, None]:
+    """Turns the model's output into events, recording them in ``reply``.
+
+    With ``turn_marks`` a leading mark is taken off the reply and, unless ``reply.verdict`` is
+    already set, sent as the verdict first. A verdict other than complete ends the reply at
+    once: ``deltas`` is closed, which stops the generation. Tool calls follow the text: calls
+    written as text get a fresh call_id, native calls keep the provider's (results go back to
+    the provider under it). A call is recorded in ``reply.calls`` only once it has been handed
+    on.
 
     Args:
         deltas: The provider's stream; closed when this generator ends.
@@ -52,8 +72,12 @@ async def reply_events(
     """
     marks = TurnMarkParser() if turn_marks else None
     parser = ToolCallParser()
+    native: list[ToolCallRequest] = []
     async with aclosing(deltas):
         async for delta in deltas:
+            if isinstance(delta, ToolCallRequest):
+                native.append(delta)
+                continue
             if marks is not None:
                 delta = marks.push(delta)
                 if reply.verdict is None and marks.verdict is not None:
@@ -74,10 +98,10 @@ async def reply_events(
     if rest := parser.finish():
         reply.spoken += rest
         yield llm_pb2.GenerateEvent(delta=llm_pb2.TextDelta(text=rest))
-    for call in parser.calls:
-        call_id = uuid.uuid4().hex[:12]
-        yield llm_pb2.GenerateEvent(tool_call=llm_pb2.ToolCall(
-            call_id=call_id, name=call.name,
-            arguments_json=call.raw if call.error else json.dumps(call.arguments)))
-        reply.calls.append({"call_id": call_id, "name": call.name,
-                            "arguments": call.raw if call.error else call.arguments})
+    calls = [{"call_id": uuid.uuid4().hex[:12], "name": call.name,
+              "arguments": call.raw if call.error else call.arguments} for call in parser.calls]
+    calls += [{"call_id": call.call_id or uuid.uuid4().hex[:12], "name": call.name,
+               "arguments": _native_arguments(call)} for call in native]
+    for call in calls:
+        yield _call_event(call)
+        reply.calls.append(call)

@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -15,15 +14,16 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from voxmesh.errors import InvalidInputError, VoxmeshError, abort
 from voxmesh.metrics import meter
 from voxmesh.telemetry import extract, tracer
-from voxmesh.toolcalls import tools_system_prompt
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_llm import history as ops
+from voxmesh_llm.chain import LLMChain, Prompt
 from voxmesh_llm.context_store import ContextStore, StoredMessage, validate_session_id
-from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
+from voxmesh_llm.prompt import build_messages, tool_specs
+from voxmesh_llm.providers.base import Completion, LLMProvider
 from voxmesh_llm.reply import Reply, reply_events, verdict_event
 from voxmesh_llm.settings import LLMSettings
 from voxmesh_llm.summary import Summarizer
-from voxmesh_llm.turn_completion import COMPLETE, TURN_COMPLETION_PROMPT
+from voxmesh_llm.turn_completion import COMPLETE
 
 log = logging.getLogger("voxmesh.llm")
 _tracer = tracer("llm")
@@ -42,13 +42,13 @@ _FINISH = {
 class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
     """Runs one turn per Generate call with context from the store."""
 
-    def __init__(self, provider: LLMProvider, store: ContextStore, settings: LLMSettings) -> None:
+    def __init__(self, chain: LLMChain, store: ContextStore, settings: LLMSettings) -> None:
         """Creates the servicer."""
-        self._provider = provider
+        self._chain = chain
         self._store = store
         self._settings = settings
         self._summarizer = Summarizer(
-            provider, store, token_budget=settings.context_token_budget,
+            chain, store, token_budget=settings.context_token_budget,
             keep_messages=settings.summary_keep_messages, tracer=_tracer)
 
     async def close(self) -> None:
@@ -74,6 +74,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             raise InvalidInputError(
                 f"temperature must be within 0..2, got {request.temperature}",
                 reason="TEMPERATURE_OUT_OF_RANGE", field="temperature", component="llm")
+        tool_specs(request)
 
     async def Generate(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -90,14 +91,20 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         span = _tracer.start_span(
             "llm.generate", context=extract(context.invocation_metadata()), kind=SpanKind.SERVER,
             attributes={"voxmesh.session.id": session_id, "voxmesh.turn.index": turn_index,
-                        "voxmesh.llm.provider": self._provider.name,
-                        "voxmesh.llm.model": self._provider.model,
+                        "voxmesh.llm.providers": self._chain.names,
+                        "voxmesh.llm.provider": self._chain.primary.name,
+                        "voxmesh.llm.model": self._chain.primary.model,
                         "voxmesh.llm.history_messages": len(history)})
         # Marks are asked for on the caller's words only: a tool-result step continues a turn
         # the caller has already finished.
         turn_marks = request.turn_completion and bool(request.user_text)
-        messages = build_messages(request, history, self._settings.warm_system_prompt,
-                                  turn_marks=turn_marks)
+        tools = tool_specs(request)
+
+        def prompt_for(provider: LLMProvider) -> Prompt:
+            messages = build_messages(request, history, self._settings.warm_system_prompt,
+                                      turn_marks=turn_marks, native_tools=provider.native_tools)
+            return messages, tools if provider.native_tools else ()
+
         completion = Completion()
         reply = Reply()
         finished = stored = False
@@ -106,13 +113,17 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             if request.turn_completion and not turn_marks:
                 reply.verdict = COMPLETE
                 yield verdict_event(COMPLETE)
-            deltas = self._provider.stream(
-                messages,
+            deltas = self._chain.stream(
+                prompt_for,
                 max_tokens=request.max_tokens or 160,
                 temperature=request.temperature,
                 completion=completion,
+                span=span,
             )
-            async with aclosing(reply_events(deltas, reply, turn_marks=turn_marks)) as events:
+            # Marks are parsed on tool-result steps too: a native-tools prompt keeps the mark
+            # instructions on every step (a stable prefix), and a mark is never speech.
+            async with aclosing(reply_events(
+                    deltas, reply, turn_marks=request.turn_completion)) as events:
                 async for event in events:
                     yield event
             if reply.incomplete:
@@ -135,13 +146,16 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens,
                     first_token_ms=completion.first_token_ms,
-                    model=self._provider.model,
+                    model=completion.model or self._chain.primary.model,
                 )
             )
         except VoxmeshError as exc:
             span.set_status(Status(StatusCode.ERROR, exc.reason))
             await abort(context, exc)
         finally:
+            if completion.provider:
+                span.set_attributes({"voxmesh.llm.provider": completion.provider,
+                                     "voxmesh.llm.model": completion.model})
             span.set_attributes({
                 "voxmesh.llm.first_token_ms": completion.first_token_ms,
                 "voxmesh.llm.prompt_tokens": completion.prompt_tokens,
@@ -249,46 +263,3 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             await abort(context, exc)
         self._summarizer.forget(request.session_id)
         return llm_pb2.EndSessionResponse()
-
-
-def build_messages(
-    request: llm_pb2.GenerateRequest, history: list[StoredMessage], default_system: str,
-    *, turn_marks: bool = False,
-) -> list[ChatMessage]:
-    """The chat for one Generate: system prompt, then the stored history (with the new input).
-
-    The agent's system prompt stays the first, stable part of the prompt (the provider's prefix
-    cache); a stored summary of older turns is appended to it, as Qwen's template wants a
-    single system message first. Small local models answer a tool result by repeating the call
-    when the tool listing is still in the prompt, so it is offered only for the first step of a
-    turn (one tool round per turn), and earlier tool-call messages without text are shown as a
-    neutral spoken line.
-
-    Args:
-        request: The Generate request (system prompt, tools).
-        history: The stored messages, ending with this request's input.
-        default_system: System prompt when the request has none.
-        turn_marks: Ask for a turn-completion mark at the start of the reply.
-    """
-    system = request.system_prompt or default_system
-    for summary in (m for m in history if m.role == "system"):
-        system += f"\n\n{summary.content}"
-    greeting = " ".join(m.content for m in history if m.role == "assistant" and m.turn_index == 0)
-    if greeting.strip():
-        system += f'\n\nThe call began with you saying: "{greeting.strip()}"'
-    if request.tools and not request.tool_results:
-        system += tools_system_prompt([
-            {"name": t.name, "description": t.description,
-             "parameters": json.loads(t.parameters_json_schema or "{}")}
-            for t in request.tools])
-    if turn_marks:
-        system += TURN_COMPLETION_PROMPT
-    messages = [ChatMessage("system", system)]
-    for message in history:
-        if message.role == "system" or (message.role == "assistant" and message.turn_index == 0):
-            continue
-        content = message.content
-        if message.tool_calls and not content.strip():
-            content = ops.TOOL_CALL_LINE
-        messages.append(ChatMessage(message.role, content))
-    return messages

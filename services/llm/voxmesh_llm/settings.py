@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from voxmesh.config import GrpcServiceSettings
@@ -25,7 +27,36 @@ class LLMSettings(GrpcServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VOXMESH_LLM_", extra="ignore")
 
     port: int = Field(default=50052, ge=0, le=65535)
+    #: Providers in order of preference, comma-separated (``openai,llama-local``): a turn goes
+    #: to the next one when a provider fails retryably or misses ``first_byte_deadline_ms``
+    #: before its first token.
     provider: str = "llama-local"
+    #: Time a provider gets to produce its first output before the next one of the list takes
+    #: the turn; 0 waits as long as it takes. The last provider of the list never has one.
+    first_byte_deadline_ms: int = Field(default=0, ge=0, le=120_000)
+    #: Tries of a request that fails retryably (network, timeout, 429, 5xx) before its first
+    #: token, per provider; the SDK's own retries are off.
+    request_attempts: int = Field(default=2, ge=1, le=5)
+    #: OpenAI provider: API key (the Helm chart sets it from a Secret); ``OPENAI_API_KEY`` is
+    #: read when this is unset.
+    api_key: SecretStr | None = None
+    #: OpenAI provider: whether a key is required at startup. Set false for a self-hosted
+    #: server started without one (vLLM or llama.cpp without ``--api-key``).
+    api_key_required: bool = True
+    #: OpenAI provider: API root ending in ``/v1`` (vLLM, llama.cpp server); empty for OpenAI.
+    base_url: str = ""
+    #: OpenAI provider: model id.
+    model: str = "gpt-4o-mini"
+    #: OpenAI provider: limit on connecting, on the wait for the response and on each gap
+    #: between streamed chunks, in seconds.
+    request_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: OpenAI provider: ``native`` tool calls (OpenAI, vLLM with a tool parser) or ``text``
+    #: (tools described in the prompt and calls parsed from the text, for small models behind
+    #: servers without a tool parser).
+    tool_format: Literal["native", "text"] = "native"
+    #: OpenAI provider: name of the output limit parameter (OpenAI's reasoning models need
+    #: ``max_completion_tokens``).
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     #: System prompt processed at startup so the first turn does not pay for it.
     warm_system_prompt: str = DEFAULT_SYSTEM_PROMPT
     context_window: int = Field(default=2048, ge=256, le=32768)

@@ -21,10 +21,11 @@ from contextlib import aclosing
 from opentelemetry.trace import Link, SpanContext, Tracer
 
 from voxmesh.errors import NotFoundError
+from voxmesh_llm.chain import LLMChain
 from voxmesh_llm.context_store import ContextStore
 from voxmesh_llm.facts import extract_facts
 from voxmesh_llm.history import TOOL_IN_PROGRESS, StoredMessage
-from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
+from voxmesh_llm.providers.base import ChatMessage, Completion
 
 log = logging.getLogger("voxmesh.llm")
 
@@ -106,11 +107,11 @@ class Summarizer:
     """Owns the background summary tasks of one LLM service process."""
 
     def __init__(
-        self, provider: LLMProvider, store: ContextStore, *, token_budget: int,
+        self, chain: LLMChain, store: ContextStore, *, token_budget: int,
         keep_messages: int, tracer: Tracer,
     ) -> None:
         """Creates a summarizer; it does nothing until :meth:`schedule` is called."""
-        self._provider = provider
+        self._chain = chain
         self._store = store
         self._budget = token_budget
         self._keep = keep_messages
@@ -173,7 +174,7 @@ class Summarizer:
 
     async def _count(self, messages: list[StoredMessage]) -> int:
         text = "\n".join(m.content for m in messages)
-        return await self._provider.count_tokens(text) + _PER_MESSAGE_TOKENS * len(messages)
+        return await self._chain.count_tokens(text) + _PER_MESSAGE_TOKENS * len(messages)
 
     async def _run(self, session_id: str, link: SpanContext | None) -> None:
         if self._generating:
@@ -197,11 +198,12 @@ class Summarizer:
                         "voxmesh.llm.tokens_before": before},
         ) as span:
             completion = Completion()
-            async with aclosing(self._provider.stream(
-                summary_prompt(older), max_tokens=SUMMARY_MAX_TOKENS, temperature=0.0,
+            prompt = summary_prompt(older)
+            async with aclosing(self._chain.stream(
+                lambda provider: (prompt, ()), max_tokens=SUMMARY_MAX_TOKENS, temperature=0.0,
                 completion=completion,
             )) as deltas:
-                text = "".join([delta async for delta in deltas])
+                text = "".join([delta async for delta in deltas if isinstance(delta, str)])
             facts = extract_facts(m.content for m in older if m.role == "user")
             summary = StoredMessage(
                 "system", compose_summary(text, list(dict.fromkeys(carried_facts(older) + facts))),

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 from voxmesh.errors import ConfigError
 from voxmesh.latency_model import DelayDistribution
-from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
+from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider, ToolSpec
 
 # A token is a word with the whitespace before it, as BPE tokenizers cut English text, so the
 # deltas join back into the text exactly.
@@ -66,6 +66,7 @@ class LatencyModelLLM(LLMProvider):
     async def _stream(
         self,
         messages: list[ChatMessage],
+        tools: Sequence[ToolSpec],
         max_tokens: int,
         temperature: float,
         completion: Completion,

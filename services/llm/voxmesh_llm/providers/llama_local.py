@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from voxmesh.models import llm_gguf
-from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider
+from voxmesh_llm.providers.base import ChatMessage, Completion, LLMProvider, ToolSpec
 
 _DONE = object()
 
@@ -67,6 +67,7 @@ class LlamaLocalLLM(LLMProvider):
     async def _stream(
         self,
         messages: list[ChatMessage],
+        tools: Sequence[ToolSpec],
         max_tokens: int,
         temperature: float,
         completion: Completion,
