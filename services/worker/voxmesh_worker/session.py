@@ -44,6 +44,7 @@ from voxmesh_worker.clients import ServiceClients
 from voxmesh_worker.guardrails import Guardrails
 from voxmesh_worker.interruptions import HeldPlayout, is_backchannel
 from voxmesh_worker.playout import Playout
+from voxmesh_worker.provider_endpointing import ProviderEndpointing
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.speech import INTERNAL_FORMAT, ServiceCallError, Turn, TurnSpeech, ms_since
 from voxmesh_worker.tools import ToolRunner
@@ -118,6 +119,13 @@ class CallSession:
             speculative_pause_ms=settings.speculative_pause_ms,
             endpoint_silence_ms=settings.endpoint_silence_ms,
         )
+        #: A streaming STT provider's endpointer (Deepgram) can end a turn before the silence
+        #: timer: after its ENDPOINT, a short confirmed pause is enough.
+        self._provider_endpointing = ProviderEndpointing(
+            silence_ms=settings.endpoint_silence_ms,
+            min_silence_ms=min(settings.speculative_pause_ms, settings.endpoint_silence_ms))
+        #: Milliseconds of audio sent on the STT stream (the position of provider hints).
+        self._stt_position_ms = 0
         self._audio_in: asyncio.Queue[common_pb2.AudioChunk] = asyncio.Queue(maxsize=500)
         self._stt_requests: asyncio.Queue[stt_pb2.RecognizeRequest | None] = asyncio.Queue()
         self._finals: dict[str, asyncio.Future[str]] = {}
@@ -300,10 +308,16 @@ class CallSession:
             for probability in probabilities:
                 self._recent_probabilities.append(round(probability, 2))
                 if probability >= self._settings.vad_threshold:
+                    self._provider_endpointing.on_speech(self._stt_position_ms)
                     self._last_speech = time.monotonic()
                     self._last_speech_wall = time.time()
                     await self._count_held_speech()
                 signal = self._detector.update(probability)
+                if (signal is None and self._detector.user_speaking
+                        and self._provider_endpointing.turn_over(self._detector.silence_ms)):
+                    signal = self._detector.end_turn()
+                if signal in (TurnSignal.SPEECH_STARTED, TurnSignal.END_OF_TURN):
+                    self._provider_endpointing.on_turn_end()
                 await self._pause_or_resume_on_onset()
                 if signal is TurnSignal.SPEECH_STARTED:
                     await self._on_speech_started()
@@ -315,6 +329,7 @@ class CallSession:
     async def _send_audio(self, pcm: bytes) -> None:
         chunk = common_pb2.AudioChunk(data=pcm, sequence=self._stt_sequence)
         self._stt_sequence += 1
+        self._stt_position_ms += len(pcm) // 32  # 16 kHz PCM16: 32 bytes per millisecond
         await self._stt_requests.put(stt_pb2.RecognizeRequest(audio=chunk))
 
     def _user_turn_trace(self) -> TurnTrace:
@@ -440,7 +455,19 @@ class CallSession:
         call = self._clients.stt.Recognize(requests())
         try:
             async for response in call:
-                if response.WhichOneof("response") != "transcript":
+                kind = response.WhichOneof("response")
+                if kind == "speech_event":
+                    # Acted on by the audio loop at its next window, which owns turn state.
+                    self._provider_endpointing.on_speech_event(
+                        response.speech_event.kind, response.speech_event.at_ms)
+                    continue
+                if kind == "provider_switched":
+                    switched = response.provider_switched
+                    log.info("session %s: speech recognition moved from %s to %s (%s)",
+                             self.session_id[:8], switched.from_provider,
+                             switched.to_provider, switched.reason)
+                    continue
+                if kind != "transcript":
                     continue
                 transcript = response.transcript
                 if transcript.is_final:

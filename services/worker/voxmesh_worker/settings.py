@@ -48,7 +48,7 @@ class WorkerSettings(CommonSettings):
     tts_voice: str = ""
     #: TTS model id (Cartesia ``sonic-2``); empty: the provider's default.
     tts_model: str = ""
-    #: Caller's language, sent to STT.
+    #: The conversation's language, sent to STT and TTS.
     stt_language: str = "en-US"
     #: Terms STT should favour (Deepgram keyterms), from the agent file.
     stt_keyterms: tuple[str, ...] = ()

@@ -141,7 +141,8 @@ class TurnSpeech:
         turn, settings = self._turn, self._settings
         first = tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
             turn=turn.ref(self._session_id), format=INTERNAL_FORMAT, voice=settings.tts_voice,
-            model=settings.tts_model, speaking_rate=settings.speaking_rate))
+            model=settings.tts_model, language=settings.stt_language,
+            speaking_rate=settings.speaking_rate))
 
         async def requests() -> AsyncIterator[tts_pb2.SynthesizeRequest]:
             yield first

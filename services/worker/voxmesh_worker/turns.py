@@ -43,6 +43,17 @@ class TurnDetector:
         """Speech heard so far that has not (yet) started a turn."""
         return 0 if self.user_speaking else self._speech_ms
 
+    @property
+    def silence_ms(self) -> int:
+        """Silence since the caller's last speech, while they have the floor."""
+        return self._silence_ms if self.user_speaking else 0
+
+    def end_turn(self) -> TurnSignal:
+        """Ends the caller's turn now (the STT provider's endpointer confirmed it)."""
+        self.user_speaking, self._speech_ms, self._silence_ms = False, 0, 0
+        self._pause_signalled = False
+        return TurnSignal.END_OF_TURN
+
     def update(self, probability: float) -> TurnSignal | None:
         """Feeds one 32 ms window; returns a signal when something changes."""
         if probability >= self.threshold:
