@@ -76,6 +76,7 @@ bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/guardrails.py --out bench/results.json
 	@$(PY) bench/subagents.py --out bench/results.json
 	@$(PY) bench/dispatch.py --out bench/results.json
+	@$(PY) bench/provider_overhead.py --out bench/results.json
 	@$(VENV)/bin/voxmesh-operator simulate --buffer 5 --buffer 15 --buffer 25 --out bench/operator-pool
 	@$(PY) bench/capacity.py --out bench/results.json --report bench/capacity
 
