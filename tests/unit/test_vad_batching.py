@@ -69,3 +69,23 @@ async def test_audio_short_of_a_window_returns_at_once(vad_session: object) -> N
     assert await batcher.process(stream, b"\0\0" * 300) == []
     assert len(await batcher.process(stream, b"\0\0" * 300)) == 1  # 600 samples: one window
     await batcher.aclose()
+
+
+async def test_digital_silence_after_speech_is_silence_despite_the_model_hangover(
+        vad_session: object, caller_voice: CallerVoice) -> None:
+    speech = caller_voice.speak("Hello, what time do you open tomorrow?")
+    pcm = speech + b"\0\0" * (512 * 4)
+    raw_stream = VadStream()
+    raw = run_windows(vad_session, [(raw_stream, raw_stream.take_windows(pcm))])
+    batcher = VadBatcher(vad_session, ThreadPoolExecutor(max_workers=1))
+    vetoed = await batcher.process(VadStream(), pcm)
+    await batcher.aclose()
+    first_silent = -(-len(speech) // 2 // 512)  # the first window with no speech sample in it
+    assert raw[first_silent] >= 0.5, "Silero still calls the first silent window speech"
+    assert vetoed[first_silent] == 0.0
+    # Only windows below -60 dBFS are overruled (Piper's comma pause has some, too).
+    samples = np.frombuffer(pcm, np.int16).astype(np.float64) / 32768
+    for index, (before, after) in enumerate(zip(raw, vetoed, strict=True)):
+        window = samples[index * 512:(index + 1) * 512]
+        quiet = np.sqrt(np.mean(window**2)) < 10 ** (-60 / 20)
+        assert after == (0.0 if quiet else before), index
