@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Generic, TypeVar
 
 from opentelemetry import trace
@@ -142,7 +142,7 @@ async def stream_with_fallback(
     start: Callable[[ProviderT], AsyncIterator[T]],
     *,
     name_of: Callable[[ProviderT], str],
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Streams from the first provider that produces something, in chain order.
 
     A provider is abandoned for the next one when it raises a fall-over-able error (see

@@ -28,7 +28,7 @@ class PiperLocalTTS(TTSProvider):
             return voice
 
         self._voice = await self.run_blocking(_load)
-        self.sample_rate = self._voice.config.sample_rate  # type: ignore[union-attr]
+        self.sample_rate = self._voice.config.sample_rate  # type: ignore[attr-defined,union-attr,unused-ignore]
 
     async def _synthesize(self, text: str, voice: str, speaking_rate: float) -> list[SpeechPiece]:
         return await self.run_blocking(self._synthesize_sync, text, speaking_rate)
