@@ -50,6 +50,8 @@ def test_luhn() -> None:
          "card_number", "four one one one one one one one one one one one one one one one"),
         # A digit lost in transcription breaks Luhn; "card" before it still marks it.
         ("My card number is 37828246310005.", "card_number", "37828246310005"),
+        # Transposed digits (CI heard this): its first ten digits look like a phone number.
+        ("My card number is 37 82824 633 10005.", "card_number", "37 82824 633 10005"),
         ("card 4111 1111 1111 1111, 415 555 0123", "phone", "415 555 0123"),
         ("call +44 20 7946 0958 please", "phone", "+44 20 7946 0958"),
         ("call +1 (415) 555-0123", "phone", "+1 (415) 555-0123"),

@@ -271,9 +271,12 @@ def _number_spans(text: str, locales: Collection[str]) -> Iterator[PiiSpan]:
                 if classified is not None:
                     found = end, *classified
                     break
-            if found is None:
+            if found is None or found[1] == "phone":
+                # After "card", 13-19 digits are a card even when a misheard digit breaks Luhn,
+                # and its first ten digits must not pass for a phone number ("37 82824 633
+                # 10005" would leave "10005" visible).
                 card_end = _misheard_card(windows, run, index, text)
-                found = None if card_end is None else (card_end, "card_number", "")
+                found = found if card_end is None else (card_end, "card_number", "")
             if found is None:
                 index += 1
                 continue
