@@ -13,8 +13,6 @@ difference of the percentiles.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import json
 import statistics
@@ -126,22 +124,3 @@ async def measure(trials: int = 200) -> dict[str, Any]:
                        "Cartesia-compatible fake (tone audio); CartesiaTTS.open_stream vs a "
                        "bare websockets client on an open connection, trials interleaved",
     }
-
-
-def main() -> None:
-    """Measures and merges ``cartesia_overhead`` into the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
-    args = parser.parse_args()
-    section = asyncio.run(measure(args.trials))
-    section["date"] = time.strftime("%Y-%m-%d")
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing["cartesia_overhead"] = section
-    args.out.write_text(json.dumps(existing, indent=2) + "\n")
-    print(f"cartesia adapter overhead: p50 {section['overhead_ms']['p50']} ms, "
-          f"p95 {section['overhead_ms']['p95']} ms over {args.trials} trials -> {args.out}")
-
-
-if __name__ == "__main__":
-    main()

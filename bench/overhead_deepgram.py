@@ -8,14 +8,11 @@ SDK, the sender and receiver tasks, result parsing and utterance assembly); the 
 is a bare ``websockets`` connection that writes the same frames and reads the ``Results``
 JSON. Trials alternate between the two, so machine noise hits both alike.
 
-``python bench/overhead_deepgram.py --out bench/results.json`` merges the figures into the
-``providers.deepgram_stt`` section.
+``bench/provider_overhead.py`` (``make bench``) runs :func:`measure` with the other adapters.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import math
 import os
@@ -145,21 +142,3 @@ async def measure(trials: int = 200) -> dict[str, Any]:
                         "until the final result; local Deepgram-protocol server over loopback, "
                         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"),
     }
-
-
-def main() -> None:
-    """Runs :func:`measure` and merges it into the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
-    args = parser.parse_args()
-    section = asyncio.run(measure(args.trials))
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing.setdefault("providers", {})["deepgram_stt"] = section
-    args.out.write_text(json.dumps(existing, indent=2) + "\n")
-    print(f"deepgram adapter overhead: p50 {section['overhead_ms']['p50']} ms, "
-          f"p95 {section['overhead_ms']['p95']} ms -> {args.out}")
-
-
-if __name__ == "__main__":
-    main()

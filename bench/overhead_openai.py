@@ -10,19 +10,17 @@ request to the first content delta:
 * ``direct``: an aiohttp ``POST`` of the same JSON body, reading the SSE lines itself.
 
 Both read their stream to the end (so both reuse a kept-alive connection) and alternate in one
-run, so drift on a shared machine hits both alike. Run ``python bench/overhead_openai.py`` to
-merge ``providers.openai`` into ``bench/results.json``.
+run, so drift on a shared machine hits both alike. ``bench/provider_overhead.py`` (``make
+bench``) runs :func:`measure` with the other adapters.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, web
@@ -178,22 +176,3 @@ async def measure(trials: int = 200) -> dict[str, Any]:
         "measured_at": "time to first content delta, instant OpenAI-compatible SSE server on "
                        "loopback, adapter (official SDK + provider base class) vs aiohttp",
     }
-
-
-def main() -> None:
-    """Measures and merges ``providers.openai`` into the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
-    args = parser.parse_args()
-    result = asyncio.run(measure(args.trials))
-    result["date"] = time.strftime("%Y-%m-%d")
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing.setdefault("providers", {})["openai"] = result
-    args.out.write_text(json.dumps(existing, indent=2) + "\n")
-    print(f"openai adapter overhead to first token: p50 {result['overhead_ms']['p50']} ms, "
-          f"p95 {result['overhead_ms']['p95']} ms ({args.trials} trials) -> {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -29,8 +29,9 @@ import pytest
 import pytest_asyncio
 from fake_openai import FakeOpenAI, Scripted, error, text, tool_calls
 from llama_server import LlamaServer, llama_server
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from otlp_receiver import SpanReceiver
 from pydantic import SecretStr
 
 from voxmesh.cli.stack import Child, Ports, Stack, free_port, nats_server_binary
@@ -304,27 +305,6 @@ async def test_fallback_on_a_missed_first_byte_deadline_but_never_after_the_firs
 
 
 # --- helpers to run the LLM service as its own process ----------------------------------------
-
-class SpanReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """A minimal OTLP/gRPC trace endpoint: span names, attributes and events."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-
-    async def Export(  # noqa: N802 - OTLP method name
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append({
-                        "name": span.name,
-                        "attributes": {a.key: a.value.string_value or a.value.int_value
-                                       for a in span.attributes},
-                        "events": [(e.name, {a.key: a.value.string_value for a in e.attributes})
-                                   for e in span.events]})
-        return trace_service_pb2.ExportTraceServiceResponse()
-
 
 @asynccontextmanager
 async def llm_service(state: Path, env: dict[str, str]) -> AsyncIterator[tuple[Stack, int]]:

@@ -29,7 +29,8 @@ import grpc
 import pytest
 import pytest_asyncio
 from fake_cartesia import FakeCartesia, ToneBackend
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from otlp_receiver import SpanReceiver
 from pydantic import SecretStr
 
 from voxmesh.cli.stack import Child, Ports, Stack, free_port
@@ -44,27 +45,6 @@ WRONG_KEY = "ck-wrong-" + uuid.uuid4().hex
 VOICE = "f786b574-daa5-4673-aa0c-cbe3e8534c02"
 DEADLINE_MS = 2500
 RATE = 16000
-
-
-class SpanReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """A minimal OTLP/gRPC trace endpoint: span names, attributes and events."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-
-    async def Export(  # noqa: N802 - OTLP method name
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append({
-                        "name": span.name,
-                        "attributes": {a.key: a.value.string_value or a.value.int_value
-                                       for a in span.attributes},
-                        "events": [(e.name, {a.key: a.value.string_value for a in e.attributes})
-                                   for e in span.events]})
-        return trace_service_pb2.ExportTraceServiceResponse()
 
 
 @dataclass
