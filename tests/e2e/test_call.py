@@ -26,7 +26,9 @@ async def test_three_turn_call(stack: Stack, caller_voice: CallerVoice) -> None:
     for turn in report.turns:
         assert turn.wer is not None and turn.wer <= 0.20, (
             f"turn {turn.index}: STT heard {turn.heard_by_agent!r} for {turn.said!r}")
-        assert turn.agent_audio_ms > 300, f"turn {turn.index}: no agent audio"
+        # At least one spoken word: under load the rest of a long answer may come after the
+        # 900 ms of quiet that ends the measurement, but a first "Sure." is ~250 ms.
+        assert turn.agent_audio_ms >= 200, f"turn {turn.index}: no agent audio"
         assert turn.agent_text.strip(), f"turn {turn.index}: no agent text"
         assert turn.voice_to_voice_ms is not None and 0 < turn.voice_to_voice_ms < 10_000
         # The worker's own breakdown arrives as an event for every answered turn.

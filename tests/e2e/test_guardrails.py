@@ -84,7 +84,9 @@ async def test_prompt_injection_is_declined_and_the_prompt_never_spoken(
     assert "ZEBRA" not in spoken.upper() and "secret internal note" not in spoken.lower()
     final = [e["agent_text"]["text"] for e in events
              if e.get("agent_text", {}).get("is_final")]
-    assert final and final[0].startswith("Sorry"), final
+    heard = [e["user_transcript"]["text"] for e in events
+             if e.get("user_transcript", {}).get("is_final")]
+    assert final and final[0].startswith("Sorry"), (final, heard, context)
     # Declined without asking the LLM: the context has the decline and no user message.
     assert [m.role for m in context] == ["assistant"], context
     assert context[0].content == final[0]
