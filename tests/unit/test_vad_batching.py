@@ -49,7 +49,7 @@ async def test_batched_probabilities_match_each_call_run_alone(
     async def one_call(pcm: bytes, chunk_bytes: int) -> list[float]:
         stream, out = VadStream(), []
         for at in range(0, len(pcm), chunk_bytes):
-            out += await batcher.process(stream, pcm[at:at + chunk_bytes])
+            out += [w.probability for w in await batcher.process(stream, pcm[at:at + chunk_bytes])]
             await asyncio.sleep(0)
         return out
 
@@ -78,7 +78,7 @@ async def test_digital_silence_after_speech_is_silence_despite_the_model_hangove
     raw_stream = VadStream()
     raw = run_windows(vad_session, [(raw_stream, raw_stream.take_windows(pcm))])
     batcher = VadBatcher(vad_session, ThreadPoolExecutor(max_workers=1))
-    vetoed = await batcher.process(VadStream(), pcm)
+    vetoed = [w.probability for w in await batcher.process(VadStream(), pcm)]
     await batcher.aclose()
     first_silent = -(-len(speech) // 2 // 512)  # the first window with no speech sample in it
     # Silero has not let go yet (how far above 0 depends on the synthesized audio's tail);

@@ -90,6 +90,6 @@ class ProviderEndpointing:
         """Silence after the caller's last speech that ends the turn now."""
         return self.min_silence_ms if self._hint_at_ms is not None else self.silence_ms
 
-    def turn_over(self, silence_ms: int) -> bool:
+    def turn_over(self, silence_ms: float) -> bool:
         """Whether ``silence_ms`` of silence so far ends the turn."""
         return silence_ms >= self.required_silence_ms()

@@ -47,6 +47,7 @@ from voxmesh_worker.playout import Playout
 from voxmesh_worker.provider_endpointing import ProviderEndpointing
 from voxmesh_worker.settings import WorkerSettings
 from voxmesh_worker.speech import INTERNAL_FORMAT, ServiceCallError, Turn, TurnSpeech, ms_since
+from voxmesh_worker.speech_end import SpeechEndClock
 from voxmesh_worker.tools import ToolRunner
 from voxmesh_worker.turn_completion import Verdict, classify, merge_utterances
 from voxmesh_worker.turn_trace import TurnTrace, start_session_span
@@ -126,7 +127,10 @@ class CallSession:
             min_silence_ms=min(settings.speculative_pause_ms, settings.endpoint_silence_ms))
         #: Milliseconds of audio sent on the STT stream (the position of provider hints).
         self._stt_position_ms = 0
-        self._audio_in: asyncio.Queue[common_pb2.AudioChunk] = asyncio.Queue(maxsize=500)
+        #: Caller audio and its arrival time (monotonic), in order.
+        self._audio_in: asyncio.Queue[tuple[common_pb2.AudioChunk, float]] = asyncio.Queue(
+            maxsize=500)
+        self._speech_end = SpeechEndClock(speech_floor=settings.vad_threshold - 0.15)
         self._stt_requests: asyncio.Queue[stt_pb2.RecognizeRequest | None] = asyncio.Queue()
         self._finals: dict[str, asyncio.Future[str]] = {}
         #: Final requested at the latest pause; it covers all of the utterance so far.
@@ -137,6 +141,8 @@ class CallSession:
         self._pending_trace: TurnTrace | None = None
         self._preroll: deque[bytes] = deque(maxlen=max(1, settings.preroll_ms // FRAME_MS))
         self._stt_sequence = 0
+        #: Caller audio not sent to STT yet (see ``WorkerSettings.stt_chunk_ms``).
+        self._stt_pending = bytearray()
         self._last_speech = 0.0
         self._last_speech_wall = 0.0
         #: Index of the last turn the agent answered (turn 0 is the greeting).
@@ -262,11 +268,12 @@ class CallSession:
     # ----------------------------------------------------------------- NATS callbacks
 
     async def _on_media(self, msg: Msg) -> None:
+        arrived_at = time.monotonic()
         chunk = common_pb2.AudioChunk()
         chunk.ParseFromString(msg.data)
         if self._audio_in.full():
             self._audio_in.get_nowait()  # fall behind by dropping the oldest, never block NATS
-        self._audio_in.put_nowait(chunk)
+        self._audio_in.put_nowait((chunk, arrived_at))
 
     async def _on_control(self, msg: Msg) -> None:
         control = session_pb2.SessionControl()
@@ -298,39 +305,81 @@ class CallSession:
 
     async def _audio_loop(self) -> None:
         while True:
-            chunk = await self._audio_in.get()
-            probabilities = await self._vad.process(self._vad_stream, chunk.data)
+            received = await self._next_audio()
+            if received is None:
+                # Nothing more arrived and the endpoint silence after the caller's speech has
+                # passed: their turn is over now, not at the next window.
+                if self._detector.user_speaking:
+                    await self._on_turn_signal(self._detector.end_turn())
+                continue
+            chunk, arrived_at = received
+            self._speech_end.on_audio(len(chunk.data), arrived_at)
+            windows = await self._vad.process(self._vad_stream, chunk.data)
             was_speaking = self._detector.user_speaking
             if was_speaking:
                 await self._send_audio(chunk.data)
             else:
                 self._preroll.append(chunk.data)
-            for probability in probabilities:
+            for window in windows:
+                probability = window.probability
+                self._speech_end.on_window(window)
                 self._recent_probabilities.append(round(probability, 2))
                 if probability >= self._settings.vad_threshold:
                     self._provider_endpointing.on_speech(self._stt_position_ms)
-                    self._last_speech = time.monotonic()
-                    self._last_speech_wall = time.time()
+                    self._last_speech = self._speech_end.speech_end
+                    self._last_speech_wall = time.time() - (time.monotonic() - self._last_speech)
                     await self._count_held_speech()
                 signal = self._detector.update(probability)
                 if (signal is None and self._detector.user_speaking
-                        and self._provider_endpointing.turn_over(self._detector.silence_ms)):
+                        and self._provider_endpointing.turn_over(
+                            self._speech_end.judged_silence_ms)):
                     signal = self._detector.end_turn()
-                if signal in (TurnSignal.SPEECH_STARTED, TurnSignal.END_OF_TURN):
-                    self._provider_endpointing.on_turn_end()
-                await self._pause_or_resume_on_onset()
-                if signal is TurnSignal.SPEECH_STARTED:
-                    await self._on_speech_started()
-                elif signal is TurnSignal.PAUSE:
-                    await self._on_pause()
-                elif signal is TurnSignal.END_OF_TURN:
-                    await self._on_end_of_turn()
+                await self._on_turn_signal(signal)
+
+    async def _next_audio(self) -> tuple[common_pb2.AudioChunk, float] | None:
+        """The next chunk of caller audio and its arrival time; None when the turn is due.
+
+        While the caller has the floor, waiting for audio is bounded by the moment the endpoint
+        silence after their speech will have passed.
+        """
+        if not self._detector.user_speaking or not self._audio_in.empty():
+            return await self._audio_in.get()
+        due = self._speech_end.due(self._provider_endpointing.required_silence_ms())
+        try:
+            async with asyncio.timeout_at(due):
+                return await self._audio_in.get()
+        except TimeoutError:
+            return None
+
+    async def _on_turn_signal(self, signal: TurnSignal | None) -> None:
+        if signal in (TurnSignal.SPEECH_STARTED, TurnSignal.END_OF_TURN):
+            self._provider_endpointing.on_turn_end()
+        await self._pause_or_resume_on_onset()
+        if signal is TurnSignal.SPEECH_STARTED:
+            await self._on_speech_started()
+        elif signal is TurnSignal.PAUSE:
+            await self._on_pause()
+        elif signal is TurnSignal.END_OF_TURN:
+            await self._on_end_of_turn()
 
     async def _send_audio(self, pcm: bytes) -> None:
-        chunk = common_pb2.AudioChunk(data=pcm, sequence=self._stt_sequence)
-        self._stt_sequence += 1
+        self._stt_pending += pcm
         self._stt_position_ms += len(pcm) // 32  # 16 kHz PCM16: 32 bytes per millisecond
-        await self._stt_requests.put(stt_pb2.RecognizeRequest(audio=chunk))
+        if len(self._stt_pending) >= self._settings.stt_chunk_ms * 32:
+            self._flush_stt_audio()
+
+    def _flush_stt_audio(self) -> None:
+        if self._stt_pending:
+            chunk = common_pb2.AudioChunk(data=bytes(self._stt_pending),
+                                          sequence=self._stt_sequence)
+            self._stt_sequence += 1
+            self._stt_pending.clear()
+            self._stt_requests.put_nowait(stt_pb2.RecognizeRequest(audio=chunk))
+
+    def _send_stt(self, request: stt_pb2.RecognizeRequest) -> None:
+        """Queues a control request on the STT stream, after the audio it is about."""
+        self._flush_stt_audio()
+        self._stt_requests.put_nowait(request)
 
     def _user_turn_trace(self) -> TurnTrace:
         if self._pending_trace is None:
@@ -395,7 +444,7 @@ class CallSession:
         span = self._user_turn_trace().child(
             "stt", kind=SpanKind.CLIENT, **{"voxmesh.stt.speculative": speculative})
         future.add_done_callback(lambda _: span.end())
-        await self._stt_requests.put(stt_pb2.RecognizeRequest(finalize=stt_pb2.Finalize(
+        self._send_stt(stt_pb2.RecognizeRequest(finalize=stt_pb2.Finalize(
             request_id=request_id, speculative=speculative,
             trace_context=TurnTrace.carrier(span))))
         return future
@@ -411,7 +460,7 @@ class CallSession:
         # result and drop the audio. Without one (endpoint <= pause setting), ask now.
         if self._speculative is not None:
             transcript, self._speculative = self._speculative, None
-            await self._stt_requests.put(stt_pb2.RecognizeRequest(reset=stt_pb2.Reset()))
+            self._send_stt(stt_pb2.RecognizeRequest(reset=stt_pb2.Reset()))
         else:
             transcript = await self._request_final(speculative=False)
         # The index is provisional until the transcript proves this was speech (see _run_turn).

@@ -100,6 +100,11 @@ class WorkerSettings(CommonSettings):
     first_clause_min_words: int = Field(default=1, ge=0)
     #: Agent audio sent ahead of real time, to absorb scheduling jitter.
     playout_lead_ms: int = Field(default=60, ge=0, le=1000)
+    #: Caller audio goes to STT in messages of this much audio (and before every finalize).
+    #: Each message costs both ends a gRPC round of work; 100 ms is five times fewer than
+    #: 20 ms frames and within what streaming recognizers take (Deepgram suggests 20-250 ms).
+    #: Only interim transcripts wait for it: a final flushes what is buffered first.
+    stt_chunk_ms: int = Field(default=100, ge=20, le=1000)
 
 
 def apply_agent(settings: WorkerSettings, agent: AgentDefinition) -> WorkerSettings:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,24 @@ WINDOW_SAMPLES = 512
 WINDOW_MS = 32
 _CONTEXT = 64
 _STATE_SHAPE = (2, 1, 128)
+#: Resolution of a window's quiet tail: 2 ms blocks.
+_BLOCK_SAMPLES = 32
+_BLOCK_MS = 2
+
+
+class VadWindow(NamedTuple):
+    """The verdict on one 32 ms window.
+
+    Attributes:
+        probability: Speech probability (0 for a window quieter than the stream's quiet level).
+        quiet_tail_ms: How much of the window's end is below the quiet level, in 2 ms steps:
+            where in the window the sound stopped. Turn-taking measures the silence after
+            speech from there, not from the window's end, so a turn's end does not depend on
+            where the last word fell in its 32 ms window.
+    """
+
+    probability: float
+    quiet_tail_ms: int
 
 
 def load_vad_session() -> Any:
@@ -114,8 +132,8 @@ class VadBatcher:
         self._queue: list[tuple[VadStream, list[np.ndarray], asyncio.Future[list[float]]]] = []
         self._runner: asyncio.Task[None] | None = None
 
-    async def process(self, stream: VadStream, pcm16: bytes) -> list[float]:
-        """Speech probability of each window the audio completes, in order."""
+    async def process(self, stream: VadStream, pcm16: bytes) -> list[VadWindow]:
+        """The verdict on each window the audio completes, in order."""
         inputs = stream.take_windows(pcm16)
         if not inputs:
             return []
@@ -126,7 +144,7 @@ class VadBatcher:
         probabilities = await future
         # The model still sees quiet windows (its state must follow the audio); only its
         # verdict on them is overruled.
-        return [0.0 if _rms(window[_CONTEXT:]) < stream.quiet_level else probability
+        return [_verdict(window[_CONTEXT:], probability, stream.quiet_level)
                 for window, probability in zip(inputs, probabilities, strict=True)]
 
     async def aclose(self) -> None:
@@ -164,8 +182,14 @@ class VadBatcher:
                     future.set_result(result)
 
 
-def _rms(samples: np.ndarray) -> float:
-    return float(np.sqrt(samples @ samples / samples.size))
+def _verdict(window: np.ndarray, probability: float, quiet_level: float) -> VadWindow:
+    if float(np.sqrt(window @ window / window.size)) < quiet_level:
+        return VadWindow(0.0, WINDOW_MS)
+    blocks = window.reshape(-1, _BLOCK_SAMPLES)
+    loud = np.flatnonzero(np.einsum("ij,ij->i", blocks, blocks)
+                          >= quiet_level * quiet_level * _BLOCK_SAMPLES)
+    quiet_blocks = blocks.shape[0] - 1 - int(loud[-1]) if loud.size else blocks.shape[0]
+    return VadWindow(probability, quiet_blocks * _BLOCK_MS)
 
 
 def _split(values: list[float], sizes: list[int]) -> list[list[float]]:
