@@ -106,3 +106,25 @@ async def test_pause_after_the_last_frame_was_sent_keeps_the_turn_open() -> None
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
     assert len(nc.frames) == 5 + 3  # the three frames sent ahead were sent again
+
+
+async def test_an_answer_under_way_goes_out_two_frames_to_a_message_at_real_time_pace() -> None:
+    nc = _Recorder()
+    playout = Playout(nc, "s1", lead_ms=60, on_first_frame=lambda _: None,  # type: ignore[arg-type]
+                      message_ms=40)
+    frames = [bytes([i]) * FRAME_BYTES for i in range(1, 26)]  # 500 ms, each frame distinct
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    playout.enqueue(4, b"".join(frames))
+    runner = asyncio.create_task(playout.run())
+    try:
+        await asyncio.wait_for(playout.wait_drained(), 2)
+        elapsed = loop.time() - started
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert len(nc.frames[0]) == FRAME_BYTES, "an answer's first frame must not wait for more"
+    assert [len(m) for m in nc.frames[1:]] == [2 * FRAME_BYTES] * 12
+    assert b"".join(nc.frames) == b"".join(frames)
+    # Paced, not burst: the last frame (due at 480 ms) leaves 60 ms ahead of it.
+    assert elapsed >= 0.4

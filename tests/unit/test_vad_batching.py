@@ -90,3 +90,42 @@ async def test_digital_silence_after_speech_is_silence_despite_the_model_hangove
         window = samples[index * 512:(index + 1) * 512]
         quiet = np.sqrt(np.mean(window**2)) < 10 ** (-60 / 20)
         assert after == (0.0 if quiet else before), index
+
+
+async def test_quiet_windows_run_later_in_bulk_with_the_same_results(
+        vad_session: object, caller_voice: CallerVoice) -> None:
+    speech = np.frombuffer(caller_voice.speak("Hello, what time do you open?"), np.int16)
+    calls = []
+    for index in range(4):
+        # Speech, digital silence long enough to be run in bulk, speech again, silence.
+        gap = np.zeros(16000 * (index + 2) // 4, np.int16)
+        calls.append(np.concatenate([speech, gap, speech[: 8000 * (index + 1)],
+                                     np.zeros(1600, np.int16)]).tobytes())
+    expected = []
+    for pcm in calls:
+        alone = VadStream()
+        raw = run_windows(vad_session, [(alone, alone.take_windows(pcm))])
+        samples = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768
+        quiet = [np.sqrt(np.mean(samples[i * 512:(i + 1) * 512] ** 2)) < 1e-3
+                 for i in range(len(raw))]
+        expected.append(([0.0 if q else p for p, q in zip(raw, quiet, strict=True)], alone.state))
+    batcher = VadBatcher(vad_session, ThreadPoolExecutor(max_workers=1))
+
+    async def one_call(pcm: bytes) -> tuple[list[float], VadStream]:
+        stream, out = VadStream(), []
+        for at in range(0, len(pcm), 640):
+            out += [w.probability for w in await batcher.process(stream, pcm[at:at + 640])]
+            await asyncio.sleep(0)
+        return out, stream
+
+    got = await asyncio.gather(*(one_call(pcm) for pcm in calls))
+    assert any(stream.deferred for _, stream in got)  # the trailing silence is still deferred
+    batcher.run_deferred()
+    await asyncio.sleep(0.2)
+    await batcher.aclose()
+    for (want, state), (probabilities, stream) in zip(expected, got, strict=True):
+        np.testing.assert_allclose(probabilities, want, atol=1e-5)
+        assert max(probabilities) > 0.5
+        # The call's model state followed its audio exactly: deferred windows ran, in order.
+        assert not stream.deferred
+        np.testing.assert_allclose(stream.state, state, atol=1e-4)

@@ -227,7 +227,7 @@ class WebSocketCall(Call):
     @property
     def queued_audio_ms(self) -> float:
         """Agent audio queued for the socket (not yet handed to it), in milliseconds."""
-        return sum(audio.FRAME_MS for item in self._outbox if item.pcm is not None)
+        return sum(len(item.pcm) / 32 for item in self._outbox if item.pcm is not None)
 
     # --- running the call ------------------------------------------------------------------
 
@@ -459,14 +459,18 @@ class WebSocketCall(Call):
     def _play_agent_audio(self, pcm16_16k: bytes, turn_index: int | None) -> None:
         if turn_index is not None and turn_index == self._cleared_turn:
             return  # still in flight when its turn was cleared
-        for frame in self._framer.push(pcm16_16k):
-            if self._encoder is None:
-                self._enqueue(_Outgoing(frame, frame, turn_index))
-            else:
-                payload = base64.b64encode(self._encoder.push(frame)).decode("ascii")
-                text = json.dumps({"event": "media", "streamSid": self.stream_sid,
-                                   "media": {"payload": payload}})
-                self._enqueue(_Outgoing(text, frame, turn_index))
+        # Whole frames, in one message per chunk the worker published (a message costs the
+        # same whatever its size).
+        pcm = b"".join(self._framer.push(pcm16_16k))
+        if not pcm:
+            return
+        if self._encoder is None:
+            self._enqueue(_Outgoing(pcm, pcm, turn_index))
+        else:
+            payload = base64.b64encode(self._encoder.push(pcm)).decode("ascii")
+            text = json.dumps({"event": "media", "streamSid": self.stream_sid,
+                               "media": {"payload": payload}})
+            self._enqueue(_Outgoing(text, pcm, turn_index))
 
     def _clear_playout(self, clear: session_pb2.ClearPlayout) -> float:
         # A pause keeps the turn: its audio may resume from where the caller stopped hearing.

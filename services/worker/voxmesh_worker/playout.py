@@ -1,7 +1,8 @@
 """Real-time playout of agent audio to the edge.
 
 The worker, not the edge, owns the playout clock: it publishes 20 ms frames at real-time pace
-(plus a small lead to absorb scheduling jitter). That makes "what has the caller heard" a local
+(plus a small lead to absorb scheduling jitter), a few to a message (``message_ms``: every
+message costs the worker, NATS and the edge a round of work, whatever its size). That makes "what has the caller heard" a local
 question (how many frames of this turn were published), and barge-in a local action (stop
 publishing, tell the edge to drop its small buffer).
 
@@ -37,6 +38,7 @@ class Playout:
         *,
         lead_ms: int,
         on_first_frame: Callable[[int], None],
+        message_ms: int = FRAME_MS,
     ) -> None:
         """Creates the playout of a session.
 
@@ -45,6 +47,10 @@ class Playout:
             session_id: The call.
             lead_ms: How far ahead of real time frames may be sent.
             on_first_frame: Called with the turn index when a turn's first frame is published.
+            message_ms: Audio per message once a turn is under way (a multiple of 20 ms). A
+                message leaves when its last frame is within ``lead_ms`` of real time, so the
+                lead varies between ``lead_ms - message_ms + 20`` and ``lead_ms``; a turn's
+                first frame never waits for the next.
         """
         self._nc = nc
         self._session_id = session_id
@@ -58,8 +64,10 @@ class Playout:
         self._drained.set()
         self._published_ms: dict[int, int] = {}
         self._sequence = 0
+        self._timestamp_ms = 0
         self._trace_headers: dict[int, dict[str, str]] = {}
         self._lead_frames = -(-lead_ms // FRAME_MS)
+        self._frames_per_message = max(1, message_ms // FRAME_MS)
         #: Recently published frames: the ones a pause takes back.
         self._recent: deque[tuple[int, bytes]] = deque(maxlen=self._lead_frames + 1)
         self._paused = False
@@ -157,25 +165,36 @@ class Playout:
             now = time.monotonic()
             if due is None:
                 due = now
-            wait = due - self._lead_s - now
+            turn_index = self._frames[0][0]
+            count = 1
+            if turn_index in self._published_ms:  # under way: fill the message
+                while (count < self._frames_per_message and count < len(self._frames)
+                       and self._frames[count][0] == turn_index):
+                    count += 1
+            last_due = due + (count - 1) * FRAME_MS / 1000
+            wait = last_due - self._lead_s - now
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            turn_index, frame = self._frames.popleft()
-            self._recent.append((turn_index, frame))
-            chunk = common_pb2.AudioChunk(
-                data=frame, sequence=self._sequence, timestamp_ms=self._sequence * FRAME_MS
-            )
-            self._sequence += 1
-            first = turn_index not in self._published_ms
-            self._published_ms[turn_index] = self._published_ms.get(turn_index, 0) + FRAME_MS
-            headers = {TURN_HEADER: str(turn_index)}
-            if first:
-                headers.update(self._trace_headers.pop(turn_index, {}))
-            await self._nc.publish(self._subject, chunk.SerializeToString(), headers=headers)
-            if first:
-                self._on_first_frame(turn_index)
-            due += FRAME_MS / 1000
+            await self._publish([self._frames.popleft()[1] for _ in range(count)], turn_index)
+            due = last_due + FRAME_MS / 1000
             # After a stall (e.g. a slow TTS sentence) restart the clock instead of bursting.
             if due < time.monotonic() - 0.2:
                 due = None
+
+    async def _publish(self, frames: list[bytes], turn_index: int) -> None:
+        for frame in frames:
+            self._recent.append((turn_index, frame))
+        chunk = common_pb2.AudioChunk(
+            data=b"".join(frames), sequence=self._sequence, timestamp_ms=self._timestamp_ms)
+        self._sequence += 1
+        self._timestamp_ms += len(frames) * FRAME_MS
+        first = turn_index not in self._published_ms
+        self._published_ms[turn_index] = (self._published_ms.get(turn_index, 0)
+                                          + len(frames) * FRAME_MS)
+        headers = {TURN_HEADER: str(turn_index)}
+        if first:
+            headers.update(self._trace_headers.pop(turn_index, {}))
+        await self._nc.publish(self._subject, chunk.SerializeToString(), headers=headers)
+        if first:
+            self._on_first_frame(turn_index)

@@ -162,8 +162,8 @@ class CallSession:
         self._end_reason = ""
         self._state = State.STATE_UNSPECIFIED
         self._playout = Playout(
-            nc, session_id, lead_ms=settings.playout_lead_ms, on_first_frame=self._on_first_frame
-        )
+            nc, session_id, lead_ms=settings.playout_lead_ms, on_first_frame=self._on_first_frame,
+            message_ms=settings.playout_message_ms)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -214,6 +214,7 @@ class CallSession:
                 await asyncio.gather(task, return_exceptions=True)
         for sub in self._subscriptions:
             await sub.unsubscribe()
+        self._vad.forget(self._vad_stream)
         await self._background.stop()
         await self._stt_requests.put(None)
         for task in self._tasks:

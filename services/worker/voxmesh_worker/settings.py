@@ -100,6 +100,10 @@ class WorkerSettings(CommonSettings):
     first_clause_min_words: int = Field(default=1, ge=0)
     #: Agent audio sent ahead of real time, to absorb scheduling jitter.
     playout_lead_ms: int = Field(default=60, ge=0, le=1000)
+    #: Agent audio per NATS message once an answer is under way (whole 20 ms frames; the
+    #: first frame of an answer never waits). Each message costs the worker, NATS, the edge
+    #: and the caller's socket a round of work: 40 ms halves it, within the 60 ms lead.
+    playout_message_ms: int = Field(default=40, ge=20, le=200, multiple_of=20)
     #: Caller audio goes to STT in messages of this much audio (and before every finalize).
     #: Each message costs both ends a gRPC round of work; 100 ms is five times fewer than
     #: 20 ms frames and within what streaming recognizers take (Deepgram suggests 20-250 ms).

@@ -10,6 +10,13 @@ of an ONNX run and of a hop to the inference thread (~0.1 ms each) is paid once 
 instead of once per call and window. Nothing waits to fill a batch: windows that arrive while
 one batch runs form the next, so a lone call sees no added delay and a busy worker batches
 naturally.
+
+A window quieter than the stream's quiet level is silence whatever the model says (see
+:class:`VadStream`), so its verdict is known before the model runs. The model must still see it,
+in order, to keep the call's RNN state exact, but nothing waits for that: quiet windows are
+deferred and run later in bulk (before the call's next audible window, or when any call has
+collected half a second of them, together with every other call's), which shares their ONNX
+runs and spares a quiet call's audio the hop to the inference thread.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ WINDOW_SAMPLES = 512
 WINDOW_MS = 32
 _CONTEXT = 64
 _STATE_SHAPE = (2, 1, 128)
+#: Deferred quiet windows of one call (512 ms) that make every call's run in a shared batch.
+_MAX_DEFERRED = 16
 #: Resolution of a window's quiet tail: 2 ms blocks.
 _BLOCK_SAMPLES = 32
 _BLOCK_MS = 2
@@ -80,6 +89,8 @@ class VadStream:
         """
         self.quiet_level = 10 ** (quiet_dbfs / 20)
         self.state = np.zeros(_STATE_SHAPE, dtype=np.float32)
+        #: Model inputs of quiet windows whose run is deferred (their verdict is known).
+        self.deferred: list[np.ndarray] = []
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
 
@@ -129,23 +140,53 @@ class VadBatcher:
         """
         self._session = session
         self._executor = executor
-        self._queue: list[tuple[VadStream, list[np.ndarray], asyncio.Future[list[float]]]] = []
+        #: Work for the next batch: a call's windows, and who waits for their probabilities
+        #: (None for deferred quiet windows run in bulk).
+        self._queue: list[tuple[VadStream, list[np.ndarray],
+                                asyncio.Future[list[float]] | None]] = []
         self._runner: asyncio.Task[None] | None = None
+        #: Calls with deferred quiet windows, by id.
+        self._deferring: dict[int, VadStream] = {}
 
     async def process(self, stream: VadStream, pcm16: bytes) -> list[VadWindow]:
         """The verdict on each window the audio completes, in order."""
         inputs = stream.take_windows(pcm16)
         if not inputs:
             return []
+        if all(_is_quiet(window[_CONTEXT:], stream.quiet_level) for window in inputs):
+            stream.deferred.extend(inputs)
+            self._deferring[id(stream)] = stream
+            if len(stream.deferred) >= _MAX_DEFERRED:
+                self.run_deferred()
+            return [VadWindow(0.0, WINDOW_MS)] * len(inputs)
+        # The model must have seen the call's deferred windows before this audio.
+        work, stream.deferred = [*stream.deferred, *inputs], []
+        self._deferring.pop(id(stream), None)
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._queue.append((stream, inputs, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run_queued(), name="vad-batches")
-        probabilities = await future
+        self._submit(stream, work, future)
+        probabilities = (await future)[len(work) - len(inputs):]
         # The model still sees quiet windows (its state must follow the audio); only its
         # verdict on them is overruled.
         return [_verdict(window[_CONTEXT:], probability, stream.quiet_level)
                 for window, probability in zip(inputs, probabilities, strict=True)]
+
+    def forget(self, stream: VadStream) -> None:
+        """Drops an ended call's deferred windows (nothing will ever wait for them)."""
+        stream.deferred = []
+        self._deferring.pop(id(stream), None)
+
+    def run_deferred(self) -> None:
+        """Queues every call's deferred quiet windows, so they share the batch's runs."""
+        for stream in self._deferring.values():
+            self._submit(stream, stream.deferred, None)
+            stream.deferred = []
+        self._deferring.clear()
+
+    def _submit(self, stream: VadStream, windows: list[np.ndarray],
+                future: asyncio.Future[list[float]] | None) -> None:
+        self._queue.append((stream, windows, future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run_queued(), name="vad-batches")
 
     async def aclose(self) -> None:
         """Stops the batch runner; pending callers get a CancelledError."""
@@ -153,8 +194,10 @@ class VadBatcher:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
         for _, _, future in self._queue:
-            future.cancel()
+            if future is not None:
+                future.cancel()
         self._queue.clear()
+        self._deferring.clear()
 
     async def _run_queued(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,19 +214,23 @@ class VadBatcher:
                     self._executor, run_windows, self._session, work)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting call
                 for _, _, future in taken:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_exception(exc)
                 continue
             by_stream = dict(zip(merged, _split(flat, [len(w[1]) for w in work]), strict=True))
             for stream, inputs, future in taken:
                 own = by_stream[id(stream)]
                 result, by_stream[id(stream)] = own[:len(inputs)], own[len(inputs):]
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_result(result)
 
 
+def _is_quiet(window: np.ndarray, quiet_level: float) -> bool:
+    return float(np.sqrt(window @ window / window.size)) < quiet_level
+
+
 def _verdict(window: np.ndarray, probability: float, quiet_level: float) -> VadWindow:
-    if float(np.sqrt(window @ window / window.size)) < quiet_level:
+    if _is_quiet(window, quiet_level):
         return VadWindow(0.0, WINDOW_MS)
     blocks = window.reshape(-1, _BLOCK_SAMPLES)
     loud = np.flatnonzero(np.einsum("ij,ij->i", blocks, blocks)
