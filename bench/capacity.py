@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from voxmesh import eventloop
 from voxmesh.cli.stack import Ports, Stack
 from voxmesh_loadtest.arrivals import Arrivals
 from voxmesh_loadtest.runner import LoadRun, RunConfig, to_json
@@ -120,7 +121,7 @@ def main() -> None:
         _say(f"capacity over {transport} (latency-model providers, critical path "
              f"{CRITICAL_PATH_MS} ms)")
         with tempfile.TemporaryDirectory(prefix="voxmesh-capacity-") as state:
-            curves.append(asyncio.run(_measure(transport, levels, Path(state))))
+            curves.append(eventloop.run(_measure(transport, levels, Path(state))))
     from voxmesh_loadtest.report import write_report
 
     last_run = curves[0]["points"][-1]["run"]

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from voxmesh import eventloop
 from voxmesh_loadtest.arrivals import ArrivalError, Arrivals
 from voxmesh_loadtest.caller import TRANSPORTS
 from voxmesh_loadtest.runner import LoadRun, RunConfig, to_json
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voxmesh loadtest: {error}", file=sys.stderr)
         return 2
     try:
-        run_json = asyncio.run(_run(args, config, labels))
+        run_json = eventloop.run(_run(args, config, labels))
     except KeyboardInterrupt:
         return 130
     return _finish(args, run_json, slos)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from voxmesh import eventloop
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
 from voxmesh.metrics import setup_metrics
@@ -19,7 +20,7 @@ def main() -> None:
     setup_tracing("edge")
     setup_metrics("edge")
     try:
-        asyncio.run(serve(settings))
+        eventloop.run(serve(settings))
     finally:
         shutdown_tracing()
 

@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from voxmesh import eventloop
 from voxmesh.config import GrpcServiceSettings, load_settings
 from voxmesh.errors import ConfigError, initialize_error_metrics
 from voxmesh.logs import setup_logging
@@ -131,7 +132,7 @@ def run_app(app: GrpcApp) -> None:
     and exit code 1, not a traceback.
     """
     try:
-        asyncio.run(app.run())
+        eventloop.run(app.run())
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside run()
         pass
     except (ConnectionError, RuntimeError, OSError) as exc:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from voxmesh import eventloop
 from voxmesh.agent import AgentFileError, load_agent
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging
@@ -31,7 +32,7 @@ def main() -> None:
     setup_tracing("worker")
     setup_metrics("worker")
     try:
-        asyncio.run(Worker(settings, tools=tools).run())
+        eventloop.run(Worker(settings, tools=tools).run())
     except (ConnectionError, TimeoutError, RuntimeError, OSError) as exc:
         logging.getLogger("voxmesh.worker").error("worker cannot start: %s", exc)
         raise SystemExit(1) from None
