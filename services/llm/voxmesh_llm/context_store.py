@@ -3,12 +3,18 @@
 Keeping context out of the LLM process makes the service stateless per request: any replica can
 serve any turn. Writes use optimistic concurrency (compare-and-set on the key's revision), so
 two replicas never overwrite each other's messages.
+
+Each replica remembers the last version it read or wrote of a session. A change starts from it
+instead of reading the bucket first, which takes a round trip to JetStream off the start of
+every answer; if another replica wrote in between, the compare-and-set fails and the change is
+re-run on a fresh read, exactly as after a lost race.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -43,10 +49,24 @@ def _not_found(session_id: str) -> NotFoundError:
 class ContextStore:
     """Reads and updates session contexts in a JetStream KV bucket."""
 
-    def __init__(self, max_messages: int) -> None:
-        """Creates a store; :meth:`attach` gives it its bucket once NATS is connected."""
+    def __init__(self, max_messages: int, remembered_sessions: int = 4096) -> None:
+        """Creates a store; :meth:`attach` gives it its bucket once NATS is connected.
+
+        Args:
+            max_messages: Most messages kept per session.
+            remembered_sessions: Sessions whose last known version is kept in memory.
+        """
         self._bucket: KeyValue | None = None
         self._max_messages = max_messages
+        self._remembered_sessions = remembered_sessions
+        #: Last version read or written, per session: (messages, revision).
+        self._known: OrderedDict[str, tuple[list[StoredMessage], int]] = OrderedDict()
+
+    def _remember(self, session_id: str, messages: list[StoredMessage], revision: int) -> None:
+        self._known[session_id] = (messages, revision)
+        self._known.move_to_end(session_id)
+        while len(self._known) > self._remembered_sessions:
+            self._known.popitem(last=False)
 
     def attach(self, bucket: KeyValue) -> None:
         """Sets the opened KV bucket."""
@@ -65,10 +85,14 @@ class ContextStore:
         try:
             entry = await self._kv.get(session_id)
         except KeyNotFoundError:
+            self._known.pop(session_id, None)
             return [], None
-        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+        if entry.value is None or entry.operation in ("DEL", "PURGE") or entry.revision is None:
+            self._known.pop(session_id, None)
             return [], None
-        return [StoredMessage.from_dict(m) for m in json.loads(entry.value)], entry.revision
+        messages = [StoredMessage.from_dict(m) for m in json.loads(entry.value)]
+        self._remember(session_id, messages, entry.revision)
+        return list(messages), entry.revision
 
     async def require(self, session_id: str) -> list[StoredMessage]:
         """Like :meth:`load`, but an unknown session is a NOT_FOUND error."""
@@ -98,8 +122,14 @@ class ContextStore:
             NotFoundError: ``must_exist`` and the session has no context.
         """
         validate_session_id(session_id)
+        known = self._known.get(session_id)
+        revision: int | None
         for _ in range(10):
-            current, revision = await self.load(session_id)
+            if known is not None:
+                current, revision = list(known[0]), known[1]
+            else:
+                current, revision = await self.load(session_id)
+            known = None  # a failed compare-and-set re-reads the bucket
             if revision is None and must_exist:
                 raise _not_found(session_id)
             updated = change(current)
@@ -110,15 +140,18 @@ class ContextStore:
             payload = json.dumps([asdict(m) for m in updated]).encode()
             try:
                 if revision is None:
-                    await self._kv.create(session_id, payload)
+                    new_revision = await self._kv.create(session_id, payload)
                 else:
-                    await self._kv.update(session_id, payload, last=revision)
-                return updated
+                    new_revision = await self._kv.update(session_id, payload, last=revision)
             except KeyWrongLastSequenceError:
+                self._known.pop(session_id, None)
                 continue
+            self._remember(session_id, list(updated), new_revision)
+            return updated
         raise RuntimeError(f"context of {session_id} changed concurrently 10 times in a row")
 
     async def delete(self, session_id: str) -> None:
         """Deletes a session's context; unknown sessions are NOT_FOUND."""
         await self.require(session_id)
+        self._known.pop(session_id, None)
         await self._kv.delete(session_id)

@@ -96,7 +96,7 @@ class OutputChecks:
     """One CheckOutput stream: sentences in order, one verdict each."""
 
     def __init__(self, guardrails: Guardrails, turn: common_pb2.TurnRef) -> None:
-        """Opens the stream lazily, on the first sentence."""
+        """Prepares the stream; :meth:`open` (or the first sentence) opens it."""
         self._guardrails = guardrails
         self._turn = turn
         self._requests: asyncio.Queue[guardrails_pb2.CheckOutputRequest | None] = asyncio.Queue()
@@ -104,18 +104,31 @@ class OutputChecks:
         self._responses: AsyncIterator[guardrails_pb2.Verdict] | None = None
         self._index = 0
 
+    def open(self) -> None:
+        """Opens the stream now, while the LLM thinks.
+
+        The first sentence's check is then one message each way, not a stream set-up on the
+        answer's critical path.
+        """
+        stub = self._guardrails._stub
+        if stub is None or self._call is not None:
+            return
+
+        queue = self._requests = asyncio.Queue()  # a new stream's own requests
+
+        async def requests() -> AsyncIterator[guardrails_pb2.CheckOutputRequest]:
+            while (request := await queue.get()) is not None:
+                yield request
+
+        self._call = stub.CheckOutput(requests())
+        self._responses = self._call.__aiter__()
+
     async def check(self, sentence: str) -> Checked:
         """Checks one sentence of the answer before TTS."""
         guardrails = self._guardrails
         if guardrails._stub is None:
             return Checked(sentence)
-        if self._call is None:
-            async def requests() -> AsyncIterator[guardrails_pb2.CheckOutputRequest]:
-                while (request := await self._requests.get()) is not None:
-                    yield request
-
-            self._call = guardrails._stub.CheckOutput(requests())
-            self._responses = self._call.__aiter__()
+        self.open()
         self._index += 1
         await self._requests.put(guardrails_pb2.CheckOutputRequest(
             turn=self._turn, agent=guardrails._agent, sentence=sentence,

@@ -697,6 +697,7 @@ class CallSession:
                 if decline:
                     await speech.say(decline)
                 else:
+                    output_checks.open()
                     await answer.run(
                         user_text, ask_turn_completion=self._settings.turn_completion_tags)
             except CallerNotDone as exc:
