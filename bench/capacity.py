@@ -15,7 +15,6 @@ transport. Latency-model figures are capacity figures only, never quality figure
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile

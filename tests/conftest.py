@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from voxmesh.cli.caller_audio import CallerVoice
-from voxmesh.cli.stack import Ports, Stack
+from voxmesh.cli.stack import Ports, Stack, free_port, nats_server_binary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,3 +40,44 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 def caller_voice() -> CallerVoice:
     """Piper voice for the synthetic caller, with audio cached across runs."""
     return CallerVoice(Path(os.environ.get("VOXMESH_TEST_CACHE", ".voxmesh/cache/caller")))
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server (JetStream on) on a free port, for the whole session."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("nats")
+    log_path = workdir / "nats.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-sd",
+                str(workdir / "store"),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"nats-server did not start:\n{log_path.read_text()}")
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

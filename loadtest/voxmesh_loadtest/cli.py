@@ -12,7 +12,6 @@ a bad command line or scenario.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 import tempfile

@@ -1,65 +1,16 @@
-"""Fixtures for the edge tests: a real nats-server and an in-process edge."""
+"""Fixtures for the edge tests: an in-process edge on the session's real nats-server."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
-import pytest
 import pytest_asyncio
-from edge_testkit import EchoWorker, free_port
+from edge_testkit import EchoWorker
 from nats.aio.client import Client as NatsClient
 
-from voxmesh.cli.stack import nats_server_binary
 from voxmesh_edge.server import EdgeServer
 from voxmesh_edge.settings import EdgeSettings
-
-
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real nats-server (JetStream on) on a free port, for the whole session."""
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("nats")
-    log_path = workdir / "nats.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-sd",
-                str(workdir / "store"),
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nats-server did not start:\n{log_path.read_text()}")
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -21,7 +21,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from voxmesh import audio, subjects
-from voxmesh.cli.stack import free_port
 from voxmesh.v1 import common_pb2, session_pb2
 from voxmesh_edge.server import TURN_HEADER
 

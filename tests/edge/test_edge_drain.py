@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 import pytest_asyncio
-from edge_testkit import EchoWorker, free_port, poll
+from edge_testkit import EchoWorker, poll
 
+from voxmesh.cli.stack import free_port
 from voxmesh_edge.client import CallRejectedError, WebRTCCaller
 
 pytestmark = pytest.mark.timeout(30)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from voxmesh import eventloop
 from voxmesh.config import load_settings
 from voxmesh.logs import setup_logging

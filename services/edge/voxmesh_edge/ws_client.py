@@ -27,7 +27,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
