@@ -86,6 +86,20 @@ class HeartbeatRegistry:
             if now - beat.received_at > self.forget_after_s:
                 del self._beats[worker_id]
 
+    async def watch(self, nc: NatsClient) -> Subscription:
+        """Subscribes to every worker's heartbeats; unsubscribe the result to stop."""
+        return await nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        beat = session_pb2.WorkerHeartbeat()
+        try:
+            beat.ParseFromString(msg.data)
+        except DecodeError:
+            log.warning("dropped an unreadable heartbeat on %s", msg.subject)
+            return
+        self.observe(beat)
+        self.prune()
+
 
 class WorkerChannel:
     """The operator's NATS side: heartbeats in, drain requests out."""
@@ -98,8 +112,7 @@ class WorkerChannel:
     async def connect(self, url: str) -> None:
         """Connects and subscribes to every worker's heartbeats."""
         self._nc = await connect_nats(url, "voxmesh-operator")
-        self._subscription = await self._nc.subscribe(subjects.HEARTBEAT_ALL,
-                                                      cb=self._on_heartbeat)
+        self._subscription = await self.registry.watch(self._nc)
 
     async def close(self) -> None:
         """Unsubscribes and closes the connection."""
@@ -114,11 +127,3 @@ class WorkerChannel:
         await self._nc.publish(subjects.drain(worker_id), b"",
                                headers={"from": "voxmesh-operator"})
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        beat = session_pb2.WorkerHeartbeat()
-        try:
-            beat.ParseFromString(msg.data)
-        except DecodeError:
-            log.warning("dropped an unreadable heartbeat on %s", msg.subject)
-            return
-        self.registry.observe(beat)

@@ -15,13 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from google.protobuf.message import DecodeError
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
-from voxmesh import subjects
-from voxmesh.v1 import session_pb2
 from voxmesh_operator.heartbeats import HeartbeatRegistry
 from voxmesh_operator.planning import WorkerState
 
@@ -82,20 +75,6 @@ class PoolWatch(HeartbeatRegistry):
             sessions += busy
             capacity += beat.capacity
         return PoolCapacity(workers=workers, sessions=sessions, capacity=capacity)
-
-    async def watch(self, nc: NatsClient) -> Subscription:
-        """Subscribes to every worker's heartbeats; unsubscribe the result to stop."""
-        return await nc.subscribe(subjects.HEARTBEAT_ALL, cb=self._on_heartbeat)
-
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        beat = session_pb2.WorkerHeartbeat()
-        try:
-            beat.ParseFromString(msg.data)
-        except DecodeError:
-            log.warning("dropped an unreadable heartbeat on %s", msg.subject)
-            return
-        self.observe(beat)
-        self.prune()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
