@@ -120,7 +120,8 @@ async def test_failed_and_timed_out_tools_get_an_apology_and_a_closed_pair_in_co
     stack, api = order_stack
     tool = load_agent(AGENT).tools[0]
     answer, context = await _ask_about_order(stack, caller_voice, order)
-    assert api.requests[-1] == {"order_id": order}, answer
+    heard = [m.content for m in context if m.role == "user"]
+    assert api.requests[-1] == {"order_id": order}, f"STT heard {heard!r}; answer {answer!r}"
     # The turn ends with the tool's apology; only the slow tool needed the watchdog line.
     assert answer.endswith(tool.error_line), answer
     assert (tool.watchdog_line in answer) == (status == "timeout"), answer

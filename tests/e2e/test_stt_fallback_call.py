@@ -73,9 +73,18 @@ async def test_the_caller_is_answered_when_deepgram_drops_mid_utterance(
     print(summarize(report))
     assert not report.errors, report.errors
     assert len(report.turns) == 2
+    first, second = report.turns
+    assert first.wer is not None and first.wer <= 0.25, (
+        f"turn 1: STT heard {first.heard_by_agent!r} for {first.said!r}")
+    # The second utterance is Deepgram's first second, handed over, plus Whisper's own: both
+    # halves must be there. Whisper tiny on a busy machine may still mishear a word of it
+    # ("set or day" for "Saturday"), which is the model, not the handover.
+    heard_second = second.heard_by_agent.lower()
+    assert "what time" in heard_second and "morning" in heard_second, (
+        f"turn 2: STT heard {second.heard_by_agent!r} for {second.said!r}")
+    assert second.wer is not None and second.wer <= 0.4, (
+        f"turn 2: STT heard {second.heard_by_agent!r} for {second.said!r}")
     for turn in report.turns:
-        assert turn.wer is not None and turn.wer <= 0.25, (
-            f"turn {turn.index}: STT heard {turn.heard_by_agent!r} for {turn.said!r}")
         assert turn.agent_audio_ms > 300 and turn.agent_text.strip(), f"turn {turn.index}"
     # The call's one Deepgram stream: it heard the first turn, then was cut in the second.
     (stream,) = [c for c in fake_deepgram.connections if c.audio_bytes]
