@@ -20,15 +20,15 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from llama_server import LlamaServer, llama_server
+from order_system import order_agent
 
 from voxmesh.cli.caller_audio import CallerVoice
-from voxmesh.cli.stack import Ports, Stack, free_port
+from voxmesh.cli.stack import Ports, Stack
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_edge.client import WebRTCCaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-AGENT = Path(__file__).resolve().parents[2] / "services" / "worker" / "agents" / "order-status.yaml"
 KEY = "sk-e2e-" + uuid.uuid4().hex
 
 
@@ -48,31 +48,20 @@ class OrderApi:
 @pytest_asyncio.fixture(loop_scope="session")
 async def openai_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, OrderApi, LlamaServer]]:
     api = OrderApi()
-    app = web.Application()
-    app.router.add_get("/orders", api.orders)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    agent = tmp_path / "order-status.yaml"
-    agent.write_text(AGENT.read_text().replace("http://127.0.0.1:8099/orders",
-                                               f"http://127.0.0.1:{port}/orders"))
-    try:
-        async with llama_server(tmp_path, api_key=KEY) as server:
-            stack = Stack(state_dir=tmp_path / "state", ports=Ports.free(), env={
-                "VOXMESH_WORKER_AGENT_FILE": str(agent), "VOXMESH_EDGE_AGENT": "order-status",
-                "VOXMESH_LLM_PROVIDER": "openai", "VOXMESH_LLM_BASE_URL": server.base_url,
-                "VOXMESH_LLM_API_KEY": KEY, "VOXMESH_LLM_MODEL": "qwen2.5-coder-0.5b-instruct",
-                "VOXMESH_LLM_TOOL_FORMAT": "text",
-                # The first turn evaluates the whole agent prompt on two shared cores.
-                "VOXMESH_LLM_REQUEST_TIMEOUT_S": "60"})
-            try:
-                await stack.start()
-                yield stack, api, server
-            finally:
-                await stack.stop()
-    finally:
-        await runner.cleanup()
+    async with order_agent(tmp_path, api.orders) as agent, \
+            llama_server(tmp_path, api_key=KEY) as server:
+        stack = Stack(state_dir=tmp_path / "state", ports=Ports.free(), env={
+            "VOXMESH_WORKER_AGENT_FILE": str(agent), "VOXMESH_EDGE_AGENT": "order-status",
+            "VOXMESH_LLM_PROVIDER": "openai", "VOXMESH_LLM_BASE_URL": server.base_url,
+            "VOXMESH_LLM_API_KEY": KEY, "VOXMESH_LLM_MODEL": "qwen2.5-coder-0.5b-instruct",
+            "VOXMESH_LLM_TOOL_FORMAT": "text",
+            # The first turn evaluates the whole agent prompt on two shared cores.
+            "VOXMESH_LLM_REQUEST_TIMEOUT_S": "60"})
+        try:
+            await stack.start()
+            yield stack, api, server
+        finally:
+            await stack.stop()
 
 
 async def test_order_status_call_with_a_tool_call_through_the_openai_provider(

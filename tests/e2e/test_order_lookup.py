@@ -13,20 +13,20 @@ import grpc
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from order_system import ORDER_AGENT_FILE, order_agent
 
 from voxmesh.agent import load_agent
 from voxmesh.cli.caller_audio import CallerVoice
-from voxmesh.cli.stack import Ports, Stack, free_port
+from voxmesh.cli.stack import Ports, Stack
 from voxmesh.v1 import llm_pb2, llm_pb2_grpc
 from voxmesh_edge.client import WebRTCCaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-AGENT = Path(__file__).resolve().parents[2] / "services" / "worker" / "agents" / "order-status.yaml"
 
 
 FAILING_ORDER, SLOW_ORDER = "5678", "4321"
-KB = AGENT.parent / "kb" / "northwind"
+KB = ORDER_AGENT_FILE.parent / "kb" / "northwind"
 FOUND = "Here's what I found."
 
 
@@ -53,23 +53,14 @@ class OrderApi:
 @pytest_asyncio.fixture(loop_scope="session")
 async def order_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, OrderApi]]:
     api = OrderApi()
-    app = web.Application()
-    app.router.add_get("/orders", api.orders)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    agent = tmp_path / "order-status.yaml"
-    agent.write_text(AGENT.read_text().replace("http://127.0.0.1:8099/orders",
-                                               f"http://127.0.0.1:{port}/orders"))
-    stack = Stack(state_dir=tmp_path / "state", ports=Ports.free(), env={
-        "VOXMESH_WORKER_AGENT_FILE": str(agent), "VOXMESH_EDGE_AGENT": "order-status"})
-    await stack.start()
-    try:
-        yield stack, api
-    finally:
-        await stack.stop()
-        await runner.cleanup()
+    async with order_agent(tmp_path, api.orders) as agent:
+        stack = Stack(state_dir=tmp_path / "state", ports=Ports.free(), env={
+            "VOXMESH_WORKER_AGENT_FILE": str(agent), "VOXMESH_EDGE_AGENT": "order-status"})
+        try:
+            await stack.start()
+            yield stack, api
+        finally:
+            await stack.stop()
 
 
 async def test_order_lookup_with_filler_before_the_result(
@@ -118,7 +109,7 @@ async def test_failed_and_timed_out_tools_get_an_apology_and_a_closed_pair_in_co
     order_stack: tuple[Stack, OrderApi], caller_voice: CallerVoice, order: str, status: str
 ) -> None:
     stack, api = order_stack
-    tool = load_agent(AGENT).tools[0]
+    tool = load_agent(ORDER_AGENT_FILE).tools[0]
     answer, context = await _ask_about_order(stack, caller_voice, order)
     heard = [m.content for m in context if m.role == "user"]
     assert api.requests[-1] == {"order_id": order}, f"STT heard {heard!r}; answer {answer!r}"

@@ -31,6 +31,7 @@ from fake_openai import FakeOpenAI, Scripted, error, text, tool_calls
 from llama_server import LlamaServer, llama_server
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from order_system import LOOKUP_ORDER, ORDER_PROMPT
 from otlp_receiver import SpanReceiver
 from pydantic import SecretStr
 
@@ -49,15 +50,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
 KEY = "sk-test-" + uuid.uuid4().hex
 WRONG_KEY = "sk-wrong-" + uuid.uuid4().hex
-ORDER_AGENT = (
-    "You are the order-status line of Northwind Outfitters. Answer in one or two short spoken "
-    "sentences. When the caller asks about an order, look it up with the lookup_order tool, "
-    "then tell them its status and delivery date.")
-LOOKUP_ORDER = llm_pb2.ToolDefinition(
-    name="lookup_order", description="Look up the status and delivery date of an order.",
-    parameters_json_schema=json.dumps({
-        "type": "object", "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"]}))
 ORDER_RESULT = json.dumps({"status": "ok", "result": {"order_id": "1234", "status": "shipped",
                                                       "delivery": "Friday"}})
 
@@ -384,14 +376,14 @@ async def test_native_tool_round_trip_keeps_a_valid_openai_context_and_a_stable_
             turn = common_pb2.TurnRef(session_id=session, turn_index=1)
             first = await _generate(stack.ports.llm, llm_pb2.GenerateRequest(
                 turn=turn, user_text="What's the status of order 1234?",
-                system_prompt=ORDER_AGENT, tools=[LOOKUP_ORDER], turn_completion=True,
+                system_prompt=ORDER_PROMPT, tools=[LOOKUP_ORDER], turn_completion=True,
                 max_tokens=60))
             calls = _calls(first)
             assert [(c.call_id, c.name, json.loads(c.arguments_json)) for c in calls] == [
                 ("call_Xy12", "lookup_order", {"order_id": "1234"})]
             assert first[-1].done.finish_reason == llm_pb2.GenerationDone.FINISH_REASON_TOOL_CALLS
             second = await _generate(stack.ports.llm, llm_pb2.GenerateRequest(
-                turn=turn, system_prompt=ORDER_AGENT, tools=[LOOKUP_ORDER], turn_completion=True,
+                turn=turn, system_prompt=ORDER_PROMPT, tools=[LOOKUP_ORDER], turn_completion=True,
                 max_tokens=60, tool_results=[llm_pb2.ToolResultMessage(
                     call_id="call_Xy12", name="lookup_order", content_json=ORDER_RESULT)]))
             assert _spoken(second) == "Order 1234 has shipped and arrives Friday."
@@ -406,7 +398,7 @@ async def test_native_tool_round_trip_keeps_a_valid_openai_context_and_a_stable_
     assert one["tools"] == two["tools"] == tool_param
     # Same system prompt on both steps (the provider's prompt cache), tools not in its text.
     assert one["messages"][0] == two["messages"][0]
-    assert one["messages"][0]["content"].startswith(ORDER_AGENT)
+    assert one["messages"][0]["content"].startswith(ORDER_PROMPT)
     assert "<tools>" not in one["messages"][0]["content"]
     assert two["messages"][1:] == [
         {"role": "user", "content": "What's the status of order 1234?"},
@@ -509,7 +501,7 @@ async def test_tools_sent_natively_to_the_real_server_produce_a_tool_call(
         session = uuid.uuid4().hex
         events = await _generate(stack.ports.llm, llm_pb2.GenerateRequest(
             turn=common_pb2.TurnRef(session_id=session, turn_index=1),
-            user_text="What's the status of order 1234?", system_prompt=ORDER_AGENT,
+            user_text="What's the status of order 1234?", system_prompt=ORDER_PROMPT,
             tools=[LOOKUP_ORDER], max_tokens=60, temperature=0))
         context = await _context(stack.ports.llm, session)
     calls = _calls(events)
@@ -528,13 +520,13 @@ async def test_tool_result_round_trip_with_the_real_server(
         session = uuid.uuid4().hex
         turn = common_pb2.TurnRef(session_id=session, turn_index=1)
         first = await _generate(stack.ports.llm, llm_pb2.GenerateRequest(
-            turn=turn, user_text="What's the status of order 1234?", system_prompt=ORDER_AGENT,
+            turn=turn, user_text="What's the status of order 1234?", system_prompt=ORDER_PROMPT,
             tools=[LOOKUP_ORDER], max_tokens=60, temperature=0))
         calls = _calls(first)
         assert [(c.name, json.loads(c.arguments_json)) for c in calls] == [
             ("lookup_order", {"order_id": "1234"})]
         second = await _generate(stack.ports.llm, llm_pb2.GenerateRequest(
-            turn=turn, system_prompt=ORDER_AGENT, tools=[LOOKUP_ORDER], max_tokens=50,
+            turn=turn, system_prompt=ORDER_PROMPT, tools=[LOOKUP_ORDER], max_tokens=50,
             temperature=0, tool_results=[llm_pb2.ToolResultMessage(
                 call_id=calls[0].call_id, name="lookup_order", content_json=ORDER_RESULT)]))
         context = await _context(stack.ports.llm, session)

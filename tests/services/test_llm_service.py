@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from order_system import LOOKUP_ORDER, ORDER_PROMPT
 
 from voxmesh.cli.stack import Stack
 from voxmesh.errors import error_from_rpc
@@ -111,15 +112,6 @@ async def test_turn_completion_mark_comes_first_and_never_as_text(stack: Stack) 
         await llm.EndSession(llm_pb2.EndSessionRequest(session_id=session))
 
 
-ORDER_AGENT = (
-    "You are the order-status line of Northwind Outfitters. Answer in one or two short spoken "
-    "sentences. When the caller asks about an order, look it up with the lookup_order tool, "
-    "then tell them its status and delivery date.")
-LOOKUP_ORDER = llm_pb2.ToolDefinition(
-    name="lookup_order", description="Look up the status and delivery date of an order.",
-    parameters_json_schema=json.dumps({
-        "type": "object", "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"]}))
 
 
 async def test_tool_calls_are_stored_with_their_results_in_place(stack: Stack) -> None:
@@ -128,7 +120,7 @@ async def test_tool_calls_are_stored_with_their_results_in_place(stack: Stack) -
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.llm}") as channel:
         llm = _stub(channel)
         events = [e async for e in llm.Generate(llm_pb2.GenerateRequest(
-            turn=turn, user_text="What's the status of order 1234?", system_prompt=ORDER_AGENT,
+            turn=turn, user_text="What's the status of order 1234?", system_prompt=ORDER_PROMPT,
             tools=[LOOKUP_ORDER], max_tokens=60, temperature=0), timeout=60)]
         calls = [e.tool_call for e in events if e.WhichOneof("event") == "tool_call"]
         assert [(c.name, json.loads(c.arguments_json)) for c in calls] == [
@@ -150,7 +142,7 @@ async def test_tool_calls_are_stored_with_their_results_in_place(stack: Stack) -
         result = json.dumps({"status": "ok", "result": {"status": "shipped",
                                                         "delivery": "Friday"}})
         events = [e async for e in llm.Generate(llm_pb2.GenerateRequest(
-            turn=turn, system_prompt=ORDER_AGENT, tools=[LOOKUP_ORDER], max_tokens=40,
+            turn=turn, system_prompt=ORDER_PROMPT, tools=[LOOKUP_ORDER], max_tokens=40,
             temperature=0, tool_results=[llm_pb2.ToolResultMessage(
                 call_id=call_id, name="lookup_order", content_json=result)]), timeout=60)]
         answer = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
