@@ -36,9 +36,16 @@ def _counting_gets(bucket: KeyValue) -> list[int]:
     return gets
 
 
+def _replicas(bucket: KeyValue, count: int = 2) -> list[ContextStore]:
+    """Context stores of ``count`` LLM replicas sharing one bucket."""
+    stores = [ContextStore(max_messages=50) for _ in range(count)]
+    for store in stores:
+        store.attach(bucket)
+    return stores
+
+
 async def test_changes_start_from_the_version_this_replica_wrote(bucket: KeyValue) -> None:
-    store = ContextStore(max_messages=50)
-    store.attach(bucket)
+    (store,) = _replicas(bucket, 1)
     gets = _counting_gets(bucket)
     for turn in range(1, 4):
         await store.append("s1", StoredMessage("user", f"turn {turn}", turn))
@@ -47,9 +54,7 @@ async def test_changes_start_from_the_version_this_replica_wrote(bucket: KeyValu
 
 
 async def test_a_write_by_another_replica_is_never_overwritten(bucket: KeyValue) -> None:
-    mine, other = ContextStore(max_messages=50), ContextStore(max_messages=50)
-    mine.attach(bucket)
-    other.attach(bucket)
+    mine, other = _replicas(bucket)
     await mine.append("s2", StoredMessage("user", "hello", 1))
     await other.append("s2", StoredMessage("assistant", "hi there", 1))
     # `mine` remembers a version without the other replica's message: its compare-and-set
@@ -59,9 +64,7 @@ async def test_a_write_by_another_replica_is_never_overwritten(bucket: KeyValue)
 
 
 async def test_a_session_deleted_elsewhere_starts_afresh(bucket: KeyValue) -> None:
-    mine, other = ContextStore(max_messages=50), ContextStore(max_messages=50)
-    mine.attach(bucket)
-    other.attach(bucket)
+    mine, other = _replicas(bucket)
     await mine.append("s3", StoredMessage("user", "old", 1))
     await other.delete("s3")
     await mine.append("s3", StoredMessage("user", "new", 1))
