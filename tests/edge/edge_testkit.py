@@ -189,11 +189,13 @@ class EchoWorker:
         *,
         worker_id: str = "echo-worker",
         accept: bool = True,
+        decline_retryable: bool = False,
         end_on_hangup: bool = True,
     ) -> None:
         self.nc = nc
         self.worker_id = worker_id
         self.accept = accept
+        self.decline_retryable = decline_retryable
         self.end_on_hangup = end_on_hangup
         self.requests: list[session_pb2.DispatchRequest] = []
         self.sessions: dict[str, EchoSession] = {}
@@ -220,7 +222,11 @@ class EchoWorker:
             reply = session_pb2.DispatchReply(
                 accepted=False,
                 worker_id=self.worker_id,
-                error=common_pb2.ErrorDetail(reason="AT_CAPACITY", message="worker is full"),
+                error=common_pb2.ErrorDetail(
+                    reason="WORKER_FULL",
+                    message="worker is full",
+                    retryable=self.decline_retryable,
+                ),
             )
             await msg.respond(reply.SerializeToString())
             return

@@ -8,6 +8,7 @@ publishes a final ``user_transcript`` and plays the utterance back on ``media.ou
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -206,8 +207,11 @@ async def test_events_reach_the_data_channel(
 
 async def test_no_worker_rejects_the_call(edge: EdgeServer) -> None:
     caller = WebRTCCaller(edge.url)
+    started = time.monotonic()
     with pytest.raises(CallRejectedError) as rejected:
         await caller.connect()
+    # The edge asked again until its dispatch timeout ran out before refusing.
+    assert time.monotonic() - started >= edge.settings.dispatch_timeout_s * 0.7
     assert rejected.value.reason == "NO_WORKER_AVAILABLE"
     assert rejected.value.status == 503
     assert "default" in rejected.value.message
@@ -227,6 +231,47 @@ async def test_declining_worker_rejects_the_call(edge: EdgeServer, nc: NatsClien
     assert "full-worker" in rejected.value.message
     assert "worker is full" in rejected.value.message
     assert len(worker.requests) == 1
+
+
+async def test_a_worker_that_joins_late_still_takes_the_call(
+    edge: EdgeServer, nc: NatsClient
+) -> None:
+    """No worker has a slot when the call arrives; one frees up within the dispatch timeout."""
+    worker = EchoWorker(nc, worker_id="late-worker")
+    caller = WebRTCCaller(edge.url)
+    connecting = asyncio.create_task(caller.connect())
+    try:
+        await asyncio.sleep(edge.settings.dispatch_timeout_s / 3)
+        assert not connecting.done()
+        await worker.start()
+        await asyncio.wait_for(connecting, 10)
+        assert caller.worker_id == "late-worker"
+        assert [r.session_id for r in worker.requests] == [caller.session_id]
+        await caller.hangup()
+    finally:
+        connecting.cancel()
+        await worker.stop()
+
+
+async def test_full_workers_are_asked_again_until_the_dispatch_timeout(
+    edge: EdgeServer, nc: NatsClient
+) -> None:
+    """A retryable decline (a worker filled up as the call arrived) is not the last word."""
+    full = EchoWorker(nc, worker_id="full-worker", accept=False, decline_retryable=True)
+    await full.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(CallRejectedError) as rejected:
+            await WebRTCCaller(edge.url).connect()
+        waited = time.monotonic() - started
+    finally:
+        await full.stop()
+    assert rejected.value.reason == "NO_WORKER_AVAILABLE"
+    assert "has free capacity" in rejected.value.message
+    assert waited >= edge.settings.dispatch_timeout_s * 0.7
+    # Backoff from 25 ms doubling to 250 ms fits a handful of attempts into one second.
+    assert 3 <= len(full.requests) <= 10
+    assert len({r.session_id for r in full.requests}) == 1
 
 
 @pytest.mark.parametrize(

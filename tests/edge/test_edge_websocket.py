@@ -44,26 +44,10 @@ MULAW_START = {
 }
 
 
-async def worker_visible(edge_nc: NatsClient | None = None) -> None:
-    """Lets the echo worker's fresh dispatch subscription settle before a call is placed.
-
-    nats-server (2.15) can still answer "no responders" to requests from another connection
-    for a few milliseconds after a new queue subscription's PONG, and a WebSocket call
-    dispatches within a millisecond of connecting (a WebRTC offer takes longer, so its tests
-    never see this). A round trip on the edge's connection is enough; a process edge gets a
-    short pause instead.
-    """
-    if edge_nc is not None:
-        await edge_nc.flush()
-    else:
-        await asyncio.sleep(0.05)
-
-
 @pytest_asyncio.fixture(loop_scope="session", params=CODECS)
 async def caller(
     request: pytest.FixtureRequest, edge: EdgeServer, echo_worker: EchoWorker
 ) -> AsyncIterator[WebSocketCaller]:
-    await worker_visible(edge.nc)
     client = WebSocketCaller(edge.url, codec=request.param)
     await client.connect()
     yield client
@@ -177,7 +161,6 @@ async def test_barge_in_clear_reaches_the_caller(
 async def test_pause_keeps_the_turn(
     edge: EdgeServer, echo_worker: EchoWorker, nc: NatsClient
 ) -> None:
-    await worker_visible(edge.nc)
     caller = WebSocketCaller(edge.url, codec="pcm16")
     await caller.connect()
     try:
@@ -261,7 +244,6 @@ async def test_bad_input_mid_call_ends_it_precisely_and_loses_nothing(
 ) -> None:
     caplog.set_level(logging.INFO, logger="voxmesh.edge")
     speech = tone(440, 0.2)
-    await worker_visible(edge.nc)
     async with aiohttp.ClientSession() as http, http.ws_connect(_ws_url(edge, codec)) as ws:
         if codec == "mulaw":
             await ws.send_str(json.dumps(MULAW_START))
@@ -413,7 +395,6 @@ async def test_max_calls_is_shared_between_transports(
     edge = EdgeServer(settings, edge_nc, edge_id="edge-capacity")
     await edge.start()
     try:
-        await worker_visible(edge_nc)
         webrtc = WebRTCCaller(edge.url)
         assert webrtc.transport == "webrtc"
         await webrtc.connect()
@@ -438,7 +419,6 @@ async def test_max_calls_is_shared_between_transports(
 async def test_sigterm_refuses_new_websocket_calls(
     edge_process: EdgeProcess, echo_worker: EchoWorker  # noqa: F811 - the imported fixture
 ) -> None:
-    await worker_visible()
     live = WebSocketCaller(edge_process.url, codec="pcm16")
     await live.connect()
     assert live.session_id is not None

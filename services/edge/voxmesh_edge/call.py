@@ -60,6 +60,12 @@ def epoch_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: First pause before asking the workers again when none could take the call.
+DISPATCH_RETRY_FIRST_S = 0.025
+#: Longest pause between dispatch attempts.
+DISPATCH_RETRY_MAX_S = 0.25
+
+
 class CallSetupError(Exception):
     """A call that cannot be set up; each transport turns it into its own error answer.
 
@@ -152,6 +158,14 @@ class Call(ABC):
         ]
 
     async def _dispatch(self) -> str:
+        """Finds a worker for the call, retrying briefly while none has a free slot.
+
+        A worker joins the dispatch queue group only while it has capacity, and NATS has
+        no subscriber for a moment while a worker reconnects or a rollout swaps pods. So "no
+        responders" and a retryable decline (``WORKER_FULL``) are retried with a short backoff
+        until ``dispatch_timeout_s`` has passed since the call arrived; only then is the call
+        refused. A worker that declines for any other reason refuses the call at once.
+        """
         settings = self.edge.settings
         request = session_pb2.DispatchRequest(
             session_id=self.session_id,
@@ -163,20 +177,52 @@ class Call(ABC):
                 channels=1,
             ),
             requested_at_ms=epoch_ms(),
-        )
+        ).SerializeToString()
         started = time.monotonic()
+        deadline = started + settings.dispatch_timeout_s
+        backoff_s = DISPATCH_RETRY_FIRST_S
+        while True:
+            reply = await self._request_worker(request, deadline)
+            if reply is not None and reply.accepted:
+                break
+            if reply is not None and not reply.error.retryable:
+                why = reply.error.message or reply.error.reason or "no reason given"
+                raise CallSetupError(
+                    503,
+                    "NO_WORKER_AVAILABLE",
+                    f"worker '{reply.worker_id or '?'}' declined the call: {why}",
+                )
+            if time.monotonic() + backoff_s >= deadline:
+                raise CallSetupError(
+                    503,
+                    "NO_WORKER_AVAILABLE",
+                    f"no worker for agent '{self.agent}' has free capacity; try again shortly",
+                )
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, DISPATCH_RETRY_MAX_S)
+        log.info(
+            "call %s: agent %s, worker %s accepted in %.0f ms (%s)",
+            self.session_id,
+            self.agent,
+            reply.worker_id,
+            (time.monotonic() - started) * 1000,
+            self.transport,
+        )
+        return reply.worker_id
+
+    async def _request_worker(
+        self, request: bytes, deadline: float
+    ) -> session_pb2.DispatchReply | None:
+        """Sends one dispatch request; ``None`` when no worker is subscribed right now."""
+        settings = self.edge.settings
         try:
             msg = await self._nc.request(
                 subjects.dispatch(self.agent),
-                request.SerializeToString(),
-                timeout=settings.dispatch_timeout_s,
+                request,
+                timeout=max(deadline - time.monotonic(), 0.001),
             )
         except nats.errors.NoRespondersError:
-            raise CallSetupError(
-                503,
-                "NO_WORKER_AVAILABLE",
-                f"no worker for agent '{self.agent}' has free capacity; try again shortly",
-            ) from None
+            return None
         except nats.errors.TimeoutError:
             raise CallSetupError(
                 503,
@@ -196,22 +242,7 @@ class Call(ABC):
             raise CallSetupError(
                 503, "NO_WORKER_AVAILABLE", "a worker sent an unreadable dispatch reply"
             ) from None
-        if not reply.accepted:
-            why = reply.error.message or reply.error.reason or "no reason given"
-            raise CallSetupError(
-                503,
-                "NO_WORKER_AVAILABLE",
-                f"worker '{reply.worker_id or '?'}' declined the call: {why}",
-            )
-        log.info(
-            "call %s: agent %s, worker %s accepted in %.0f ms (%s)",
-            self.session_id,
-            self.agent,
-            reply.worker_id,
-            (time.monotonic() - started) * 1000,
-            self.transport,
-        )
-        return reply.worker_id
+        return reply
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Runs a coroutine in a task the call owns (cancelled by :meth:`close`)."""

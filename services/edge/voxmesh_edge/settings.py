@@ -22,7 +22,9 @@ class EdgeSettings(CommonSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     #: Agent a call is dispatched to when the offer names none.
     agent: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]+$")
-    #: How long to wait for a worker to accept a call.
+    #: How long a call may wait for a worker to accept it. While no worker has a free slot
+    #: (none subscribed, or a retryable ``WORKER_FULL`` decline) the edge asks again, backing
+    #: off from 25 to 250 ms, until this has passed.
     dispatch_timeout_s: float = Field(default=2.0, gt=0, le=60)
     #: Seconds live calls get to end after SIGTERM before they are hung up.
     drain_grace_s: float = Field(default=10.0, ge=0, le=3600)
