@@ -33,6 +33,7 @@ from voxmesh_edge.caller_waits import CallWaits
 from voxmesh_edge.media import (
     DEFAULT_JITTER_FRAMES,
     FrameConverter,
+    LowDelayAudioBuffer,
     PacedAudioTrack,
     set_audio_jitter_frames,
 )
@@ -103,7 +104,8 @@ class AgentAudio:
     """Agent audio received so far: PCM16 mono 16 kHz in 20 ms frames with receive times."""
 
     def __init__(self) -> None:
-        #: ``(time.monotonic() when received, 640 bytes of PCM16)`` per 20 ms frame.
+        #: ``(time.monotonic() when its packet or message arrived, 640 bytes of PCM16)`` per 20 ms
+        #: frame.
         self.frames: list[tuple[float, bytes]] = []
         self._levels: list[float] = []
 
@@ -275,10 +277,11 @@ class WebRTCCaller(CallWaits):
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
-                # Like a browser on a quiet link (its adaptive buffer stays near 20-40 ms), not
-                # aiortc's fixed 80 ms; the measured latency is then the platform's, not ours.
-                set_audio_jitter_frames(pc, track, DEFAULT_JITTER_FRAMES)
-                self._spawn(self._receive_audio(track))
+                # Agent audio is timed when its packet arrives, before this caller's own
+                # buffering and decoding (the WebSocket caller times each message on arrival).
+                buffer = set_audio_jitter_frames(pc, track, DEFAULT_JITTER_FRAMES)
+                arrivals = buffer if isinstance(buffer, LowDelayAudioBuffer) else None
+                self._spawn(self._receive_audio(track, arrivals))
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -309,14 +312,17 @@ class WebRTCCaller(CallWaits):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _receive_audio(self, track: MediaStreamTrack) -> None:
+    async def _receive_audio(
+        self, track: MediaStreamTrack, arrivals: LowDelayAudioBuffer | None
+    ) -> None:
         converter = FrameConverter()
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            received_at = time.monotonic()
+            arrived = arrivals.arrival_of(frame.pts) if arrivals is not None else None
+            received_at = arrived if arrived is not None else time.monotonic()
             for pcm in converter.push(frame):  # type: ignore[arg-type]
                 self.agent_audio.append(received_at, pcm)
             self._notify()

@@ -145,6 +145,8 @@ class AgentAudioTrack(PacedAudioTrack):
             return
         self._buffer.extend(pcm)
         self._written += len(pcm)
+        if len(self._buffer) >= self.frame_bytes:
+            self.audio_ready()
 
     def clear(self, turn_index: int = 0) -> float:
         """Drops all buffered agent audio now; returns how many milliseconds were dropped.
@@ -255,7 +257,7 @@ class WebRTCCall(Call):
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
-                if not set_audio_jitter_frames(pc, track, self.edge.settings.jitter_frames):
+                if set_audio_jitter_frames(pc, track, self.edge.settings.jitter_frames) is None:
                     log.warning("cannot tune aiortc's jitter buffer; using its default")
                 self._spawn(self._pump_caller_audio(track), "caller-audio")
 

@@ -30,5 +30,7 @@ class EdgeSettings(CommonSettings):
     drain_grace_s: float = Field(default=10.0, ge=0, le=3600)
     #: Concurrent calls this edge accepts before answering 503.
     max_calls: int = Field(default=100, ge=1)
-    #: Caller audio frames buffered before decoding (20 ms each); more absorbs more jitter.
-    jitter_frames: int = Field(default=2, ge=1, le=16)
+    #: Caller audio frames held before decoding (20 ms each). 0 decodes each packet as it
+    #: arrives (a late packet is dropped); 1 or more keeps aiortc's buffer with that prefetch,
+    #: which also waits out reordering.
+    jitter_frames: int = Field(default=0, ge=0, le=16)
