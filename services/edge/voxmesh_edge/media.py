@@ -34,7 +34,7 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
     of every call (half of it silence). This takes ~5 µs. :func:`install_fast_audio_level`
     puts it in aiortc's place.
     """
-    samples = np.frombuffer(frame.planes[0], dtype=np.int16).astype(np.int64)
+    samples = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.int64)
     rms = math.sqrt(int(samples @ samples) / (frame.samples * 32767 * 32767))
     if rms <= 0:
         return -127
