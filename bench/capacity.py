@@ -138,7 +138,10 @@ async def _measure(transport: str, levels: list[int], repeats: int,
 def main() -> None:
     """Measures each transport and merges ``capacity`` into the results file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--levels", default="1,10,25,50,100,150,200,250,300")
+    parser.add_argument("--levels", default="1,10,25,40,50,60,80,100,150,200",
+                        help="concurrency levels for the WebSocket transports")
+    parser.add_argument("--webrtc-levels", default="1,2,4,6,8,10,15,20",
+                        help="concurrency levels for WebRTC (its callers cost ~10x more CPU)")
     parser.add_argument("--transports", default="websocket-pcm16,webrtc")
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs per level, their turns pooled (default 2)")
@@ -146,12 +149,15 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "capacity")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
+    webrtc_levels = [int(level) for level in args.webrtc_levels.split(",")]
     curves = []
     for transport in args.transports.split(","):
         _say(f"capacity over {transport} (latency-model providers, critical path "
              f"{CRITICAL_PATH_MS} ms)")
         with tempfile.TemporaryDirectory(prefix="voxmesh-capacity-") as state:
-            curves.append(eventloop.run(_measure(transport, levels, args.repeats, Path(state))))
+            curves.append(eventloop.run(_measure(
+                transport, webrtc_levels if transport == "webrtc" else levels, args.repeats,
+                Path(state))))
     from voxmesh_loadtest.report import write_report
 
     last_run = curves[0]["points"][-1]["run"]

@@ -32,6 +32,7 @@ from voxmesh import audio
 from voxmesh_edge.caller_waits import CallWaits
 from voxmesh_edge.media import (
     DEFAULT_JITTER_FRAMES,
+    WEBRTC_RATE,
     FrameConverter,
     LowDelayAudioBuffer,
     PacedAudioTrack,
@@ -62,10 +63,19 @@ class CallRejectedError(Exception):
 
 
 class _PlaybackTrack(PacedAudioTrack):
-    """Plays queued PCM16 16 kHz audio in real time, silence otherwise."""
+    """Plays queued PCM16 16 kHz audio in real time, silence otherwise.
 
-    def __init__(self) -> None:
-        super().__init__(audio.INTERNAL_RATE)
+    Args:
+        sample_rate: Rate of the frames it returns. A WebRTC track should use 48 kHz, Opus's
+            rate: aiortc's encoder resamples anything else through a resampler that holds
+            back a whole frame, which would add 20 ms to every caller utterance.
+    """
+
+    def __init__(self, sample_rate: int = audio.INTERNAL_RATE) -> None:
+        super().__init__(sample_rate)
+        self._resampler = audio.StreamResampler(
+            audio.INTERNAL_RATE, sample_rate, low_latency=True
+        )
         self._buffer = bytearray()
         self._queued = 0  # bytes ever queued
         self._sent = 0  # bytes ever sent
@@ -74,6 +84,7 @@ class _PlaybackTrack(PacedAudioTrack):
     def enqueue(self, pcm: bytes) -> asyncio.Future[float]:
         """Queues audio; the future resolves with the time its last sample was sent."""
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        pcm = self._resampler.push(pcm)
         self._buffer.extend(pcm)
         self._queued += len(pcm)
         self._waiters.append((self._queued, future))
@@ -185,7 +196,7 @@ class WebRTCCaller(CallWaits):
         self.agent_audio = AgentAudio()
         self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
-        self._track = _PlaybackTrack()
+        self._track = _PlaybackTrack(WEBRTC_RATE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._connected = asyncio.Event()
