@@ -1,17 +1,29 @@
-"""The context store's remembered versions: one read saved per change, never a lost write."""
+"""The context store's remembered versions: one read saved per change, never a lost write.
+
+Also the LLM service's use of them: a generation starts while the caller's words are written,
+and starts over if another replica changed the context meanwhile.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
+import grpc
 import nats
 import pytest_asyncio
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
+from voxmesh.latency_model import DelayDistribution
+from voxmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
+from voxmesh_llm.chain import LLMChain
 from voxmesh_llm.context_store import ContextStore
 from voxmesh_llm.history import StoredMessage
+from voxmesh_llm.providers.base import ChatMessage, Completion, ToolSpec
+from voxmesh_llm.providers.latency_model import LatencyModelLLM
+from voxmesh_llm.service import LanguageModelServicer
+from voxmesh_llm.settings import LLMSettings
 
 
 @pytest_asyncio.fixture
@@ -80,3 +92,93 @@ async def test_remembered_sessions_are_bounded(bucket: KeyValue) -> None:
     await store.append("b0", StoredMessage("user", "y", 2))  # forgotten: read again
     await store.append("b4", StoredMessage("user", "y", 2))  # remembered
     assert gets[0] == 1
+
+
+def _contents(messages: list[StoredMessage]) -> list[str]:
+    return [m.content for m in messages]
+
+
+async def test_modify_ahead_hands_back_the_change_before_it_is_written(bucket: KeyValue) -> None:
+    mine, other = _replicas(bucket)
+    await mine.append("a1", StoredMessage("user", "hello", 1))
+    messages, written = await mine.modify_ahead(
+        "a1", lambda current: [*current, StoredMessage("user", "more", 2)])
+    assert _contents(messages) == ["hello", "more"]
+    assert not written.done()  # the write is still under way
+    assert _contents(await written) == ["hello", "more"]
+    assert _contents(await other.require("a1")) == ["hello", "more"]
+
+
+async def test_modify_ahead_shows_when_another_replica_wrote_first(bucket: KeyValue) -> None:
+    mine, other = _replicas(bucket)
+    await mine.append("a2", StoredMessage("user", "hello", 1))
+    await other.append("a2", StoredMessage("assistant", "hi there", 1))
+    messages, written = await mine.modify_ahead(
+        "a2", lambda current: [*current, StoredMessage("user", "next", 2)])
+    assert _contents(messages) == ["hello", "next"]  # from the version `mine` knew
+    stored = await written
+    assert _contents(stored) == ["hello", "hi there", "next"]  # nothing lost
+    assert stored != messages  # so work built on `messages` knows to start over
+
+
+async def test_modify_ahead_on_an_unknown_session_writes_first(bucket: KeyValue) -> None:
+    (store,) = _replicas(bucket, 1)
+    messages, written = await store.modify_ahead(
+        "a3", lambda current: [*current, StoredMessage("user", "first", 1)])
+    assert written.done() and _contents(written.result()) == _contents(messages) == ["first"]
+
+
+class _RecordingLLM(LatencyModelLLM):
+    """A latency-model LLM that records the message texts of every prompt it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(first_token=DelayDistribution.parse("constant:ms=50"),
+                         tokens_per_s=500, text="Sure thing.")
+        self.prompts: list[list[str]] = []
+
+    async def _stream(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSpec], max_tokens: int,
+        temperature: float, completion: Completion,
+    ) -> AsyncGenerator[str, None]:
+        self.prompts.append([m.content for m in messages])
+        async for token in super()._stream(messages, tools, max_tokens, temperature,
+                                           completion):
+            yield token
+
+
+async def _generate(llm: llm_pb2_grpc.LanguageModelStub, session: str, turn: int,
+                    text: str) -> str:
+    events = [e async for e in llm.Generate(llm_pb2.GenerateRequest(
+        turn=common_pb2.TurnRef(session_id=session, turn_index=turn), user_text=text,
+        max_tokens=20), timeout=10)]
+    assert events[-1].WhichOneof("event") == "done"
+    return "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+
+
+async def test_a_generation_restarts_on_a_context_another_replica_changed(
+    bucket: KeyValue,
+) -> None:
+    mine, other = _replicas(bucket)
+    model = _RecordingLLM()
+    servicer = LanguageModelServicer(LLMChain([model]), mine, LLMSettings())
+    server = grpc.aio.server()
+    llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            llm = llm_pb2_grpc.LanguageModelStub(channel)
+            assert await _generate(llm, "g1", 1, "hello") == "Sure thing."
+            assert len(model.prompts) == 1  # the usual case: one prompt per turn
+            await other.append("g1", StoredMessage("assistant", "said elsewhere", 1))
+            assert await _generate(llm, "g1", 2, "and again") == "Sure thing."
+    finally:
+        await servicer.close()
+        await server.stop(None)
+    # The first try of turn 2 started on the version this replica knew; once its write found
+    # the other replica's message, the answer was generated again from what is stored.
+    first_try, second_try = model.prompts[1:]
+    assert "and again" in first_try and "said elsewhere" not in first_try
+    assert "and again" in second_try and "said elsewhere" in second_try
+    assert _contents(await other.require("g1")) == [
+        "hello", "Sure thing.", "said elsewhere", "and again", "Sure thing."]

@@ -12,7 +12,9 @@ re-run on a fresh read, exactly as after a lost race.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +25,8 @@ from nats.js.kv import KeyValue
 
 from voxmesh.errors import InvalidInputError, NotFoundError, UnavailableError
 from voxmesh_llm.history import StoredMessage, trim
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Change", "ContextStore", "StoredMessage", "validate_session_id"]
 
@@ -150,8 +154,47 @@ class ContextStore:
             return updated
         raise RuntimeError(f"context of {session_id} changed concurrently 10 times in a row")
 
+    async def modify_ahead(
+        self, session_id: str, change: Change
+    ) -> tuple[list[StoredMessage], asyncio.Future[list[StoredMessage]]]:
+        """Like :meth:`modify`, but hands back the new messages before they are written.
+
+        When this replica knows the session's last version, ``change`` is applied to it at
+        once and the compare-and-set write runs in a task: a caller can start work on the new
+        messages (an LLM request) while the write is under way. The future resolves to what was
+        stored. If another replica wrote in between, the write re-runs ``change`` on the newer
+        version, and the future's messages differ from the ones handed back: work built on
+        those must start over. An unknown session is read and written first, as by
+        :meth:`modify`, and the future is already done.
+
+        Await the future through :func:`asyncio.shield` where the caller may be cancelled: a
+        cancelled wait must not cancel the write.
+
+        Raises:
+            Whatever ``change`` raises, before anything is written.
+        """
+        validate_session_id(session_id)
+        known = self._known.get(session_id)
+        written: asyncio.Future[list[StoredMessage]]
+        if known is None:
+            written = asyncio.get_running_loop().create_future()
+            written.set_result(await self.modify(session_id, change))
+            return list(written.result()), written
+        updated = change(list(known[0]))
+        expected = known[0] if updated is None else trim(updated, self._max_messages)
+        written = asyncio.create_task(self.modify(session_id, change), name="context-write")
+        written.add_done_callback(_retrieve_failure)
+        return list(expected), written
+
     async def delete(self, session_id: str) -> None:
         """Deletes a session's context; unknown sessions are NOT_FOUND."""
         await self.require(session_id)
         self._known.pop(session_id, None)
         await self._kv.delete(session_id)
+
+
+def _retrieve_failure(task: asyncio.Future[list[StoredMessage]]) -> None:
+    # A failed write is reported to whoever awaits it; a caller that went away (a cancelled
+    # Generate) leaves it unawaited, so it is logged here instead of as "never retrieved".
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("context write failed: %s", error)

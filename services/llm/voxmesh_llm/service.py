@@ -84,8 +84,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             self._validate(request)
             session_id, turn_index = request.turn.session_id, request.turn.turn_index
             results = [(r.call_id, r.content_json) for r in request.tool_results]
-            history = await self._store.modify(session_id, lambda current: ops.add_input(
-                current, turn_index, request.user_text, results))
+            # The provider starts on the new context while it is being written (see below).
+            history, written = await self._store.modify_ahead(session_id, lambda current: (
+                ops.add_input(current, turn_index, request.user_text, results)))
         except VoxmeshError as exc:
             await abort(context, exc)
         span = _tracer.start_span(
@@ -107,25 +108,42 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
 
         completion = Completion()
         reply = Reply()
-        finished = stored = False
+        finished = stored = confirmed = False
         self._summarizer.generation_started()
         try:
             if request.turn_completion and not turn_marks:
+                history, confirmed = await asyncio.shield(written), True
                 reply.verdict = COMPLETE
                 yield verdict_event(COMPLETE)
-            deltas = self._chain.stream(
-                prompt_for,
-                max_tokens=request.max_tokens or 160,
-                temperature=request.temperature,
-                completion=completion,
-                span=span,
-            )
-            # Marks are parsed on tool-result steps too: a native-tools prompt keeps the mark
-            # instructions on every step (a stable prefix), and a mark is never speech.
-            async with aclosing(reply_events(
-                    deltas, reply, turn_marks=request.turn_completion)) as events:
-                async for event in events:
-                    yield event
+            while True:
+                deltas = self._chain.stream(
+                    prompt_for,
+                    max_tokens=request.max_tokens or 160,
+                    temperature=request.temperature,
+                    completion=completion,
+                    span=span,
+                )
+                restart = False
+                # Marks are parsed on tool-result steps too: a native-tools prompt keeps the
+                # mark instructions on every step (a stable prefix), and a mark is never speech.
+                async with aclosing(reply_events(
+                        deltas, reply, turn_marks=request.turn_completion)) as events:
+                    async for event in events:
+                        if not confirmed:
+                            # The context write ran during the model's time to first token;
+                            # nothing leaves before it is stored.
+                            stored_history, confirmed = await asyncio.shield(written), True
+                            if stored_history != history:
+                                # Another replica changed the context meanwhile: answer from
+                                # what is stored.
+                                history, restart = stored_history, True
+                                break
+                        yield event
+                if not restart:
+                    break
+                completion, reply = Completion(), Reply()
+            if not confirmed:
+                await asyncio.shield(written)  # a reply without a single event
             if reply.incomplete:
                 completion.finish_reason = "stop"  # not "cancelled": the model's own decision
             elif reply.calls:
@@ -171,14 +189,25 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 # Store what was generated, even when the client went away mid-answer
                 # (barge-in); the worker replaces it with the heard text through CommitHeard.
                 if not stored:
-                    await asyncio.shield(self._store_reply(request, reply, interrupted=True))
+                    await asyncio.shield(
+                        self._store_reply(request, reply, interrupted=True, after=written))
             finally:
                 self._summarizer.generation_finished(session_id, span.get_span_context())
 
     async def _store_reply(
-        self, request: llm_pb2.GenerateRequest, reply: Reply, *, interrupted: bool
+        self,
+        request: llm_pb2.GenerateRequest,
+        reply: Reply,
+        *,
+        interrupted: bool,
+        after: asyncio.Future[list[StoredMessage]] | None = None,
     ) -> None:
         session_id, turn_index = request.turn.session_id, request.turn.turn_index
+        if after is not None:
+            try:
+                await after  # the caller's words are written before the reply to them
+            except Exception:  # noqa: BLE001 - logged by the store; nothing to reply to
+                return
         text = reply.spoken.strip()
         if reply.incomplete:
             # The caller had not finished: the worker sends their merged words as a later turn.
