@@ -79,6 +79,7 @@ bench: install models ## Measure latencies; writes bench/results.json
 	@$(PY) bench/provider_overhead.py --out bench/results.json
 	@$(VENV)/bin/voxmesh-operator simulate --buffer 5 --buffer 15 --buffer 25 --out bench/operator-pool
 	@$(PY) bench/capacity.py --out bench/results.json --report bench/capacity
+	@$(PY) bench/media_floor.py --out bench/results.json
 
 loadtest-smoke: install models ## A short load: 4 concurrent calls x 2 turns on the local platform, with a report
 	@$(VENV)/bin/voxmesh loadtest run loadtest/scenarios/smoke.yaml --local --calls 4 \
