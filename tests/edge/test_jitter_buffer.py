@@ -70,6 +70,15 @@ def test_low_delay_buffer_drops_a_late_packet_and_skips_a_gap() -> None:
     assert buffer.add(opus_packet(13))[1] is not None
 
 
+def test_low_delay_buffer_follows_a_sender_that_restarts_its_sequence() -> None:
+    buffer = LowDelayAudioBuffer()
+    for sequence in (40_000, 40_001):
+        assert buffer.add(opus_packet(sequence))[1] is not None
+    for sequence in (7, 8, 9):  # far behind: a new sequence, not 40 000 late packets
+        assert buffer.add(opus_packet(sequence))[1] is not None
+    assert buffer.add(opus_packet(8))[1] is None  # late within the new sequence
+
+
 async def test_low_delay_buffer_times_decoded_frames_by_packet_arrival() -> None:
     """Over a real peer connection, each decoded frame maps back to its packet's arrival."""
     sender, receiver = RTCPeerConnection(), RTCPeerConnection()

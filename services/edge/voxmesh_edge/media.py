@@ -68,7 +68,8 @@ class LowDelayAudioBuffer(JitterBuffer):
     nothing on the receive side of a voice agent: the edge forwards caller audio to VAD and STT
     rather than playing it, and the caller only measures. A packet that arrives after a later
     one was released is dropped (a 20 ms hole, once); aiortc's buffer would instead stall for 16
-    frames after a lost packet.
+    frames after a lost packet. A packet far behind the stream (more than ``MAX_MISORDER``) is
+    taken as the sender restarting its sequence numbers, as aiortc does.
 
     It also notes when each packet arrived (:meth:`arrival_of`), so a measuring caller can time
     agent audio at the packet, before decoding, as the WebSocket transport does.
@@ -76,10 +77,12 @@ class LowDelayAudioBuffer(JitterBuffer):
 
     #: How many packets' arrival times are remembered (2 s of audio).
     REMEMBERED_ARRIVALS = 100
+    #: A packet at most this far behind the newest one is late; further behind, a restart.
+    MAX_MISORDER = 100
 
-    def __init__(self, capacity: int = 16) -> None:
-        """Creates the buffer (the capacity only bounds how far ahead a packet may jump)."""
-        super().__init__(capacity=capacity)
+    def __init__(self) -> None:
+        """Creates an empty buffer."""
+        super().__init__(capacity=16)  # aiortc's interface; nothing is ever held
         self._expected: int | None = None
         # aiortc rebases RTP timestamps to start at 0 before decoding (its TimestampMapper);
         # decoded frames carry the rebased value as ``pts``, so arrivals are kept by it.
@@ -90,8 +93,10 @@ class LowDelayAudioBuffer(JitterBuffer):
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         """Takes one received packet; returns it as a frame unless it came too late."""
         sequence = packet.sequence_number
-        if self._expected is not None and uint16_add(sequence, -self._expected) >= 0x8000:
-            return False, None  # older than a packet already released
+        if self._expected is not None:
+            behind = uint16_add(self._expected, -sequence)
+            if 0 < behind <= self.MAX_MISORDER:
+                return False, None  # late: a later packet was released already
         self._expected = uint16_add(sequence, 1)
         self._arrivals[self._rebased(packet.timestamp)] = time.monotonic()
         if len(self._arrivals) > self.REMEMBERED_ARRIVALS:
