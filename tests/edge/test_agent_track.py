@@ -57,6 +57,18 @@ async def test_an_answer_starts_at_once_instead_of_at_the_next_tick() -> None:
     track.stop()
 
 
+async def test_audio_queued_while_the_sender_was_busy_goes_out_at_once() -> None:
+    track = AgentAudioTrack()
+    await track.recv()
+    await track.recv()  # a silent frame; aiortc now encodes it before asking for the next
+    track.push(loud_frame(60), turn_index=1)
+    asked_at = time.monotonic()
+    first = await track.recv()
+    assert not is_silent(first)
+    assert time.monotonic() - asked_at < 0.008, "waited for the 20 ms tick"
+    track.stop()
+
+
 async def test_audio_mid_answer_does_not_rush_the_pace() -> None:
     track = AgentAudioTrack()
     track.push(loud_frame(200), turn_index=1)

@@ -177,10 +177,12 @@ class PacedAudioTrack(MediaStreamTrack):
         self._timestamp = 0
         self._silence = bytes(self.frame_bytes)
         self._idle = True  # the last frame sent was silence
+        self._audio_queued = False  # audio_ready() since the last frame was sent
         self._audio_waiting: asyncio.Event | None = None
 
     def audio_ready(self) -> None:
         """Tells an idle track that a whole frame of audio is queued, so it is sent now."""
+        self._audio_queued = True
         if self._audio_waiting is not None:
             self._audio_waiting.set()
 
@@ -209,6 +211,7 @@ class PacedAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         pcm = await self.next_pcm()
         self._idle = pcm == self._silence
+        self._audio_queued = False
         if self.layout == "stereo":
             mono = np.frombuffer(pcm, dtype="<i2")
             pcm = np.repeat(mono, 2).tobytes()  # packed s16: L R L R ...
@@ -220,14 +223,17 @@ class PacedAudioTrack(MediaStreamTrack):
         return frame
 
     async def _wait_for_tick_or_audio(self, delay_s: float) -> None:
-        self._audio_waiting = ready = asyncio.Event()
-        try:
-            async with asyncio.timeout(delay_s):
-                await ready.wait()
-        except TimeoutError:
-            return
-        finally:
-            self._audio_waiting = None
+        # Audio may have come while the sender was busy with the last frame (encoding it in a
+        # thread), before this wait began.
+        if not self._audio_queued:
+            self._audio_waiting = ready = asyncio.Event()
+            try:
+                async with asyncio.timeout(delay_s):
+                    await ready.wait()
+            except TimeoutError:
+                return
+            finally:
+                self._audio_waiting = None
         # Audio came before the tick: move the clock so this frame is due now.
         self._start = time.monotonic() - self._timestamp / self.sample_rate
 
