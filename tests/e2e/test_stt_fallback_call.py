@@ -85,7 +85,9 @@ async def test_the_caller_is_answered_when_deepgram_drops_mid_utterance(
     assert second.wer is not None and second.wer <= 0.4, (
         f"turn 2: STT heard {second.heard_by_agent!r} for {second.said!r}")
     for turn in report.turns:
-        assert turn.agent_audio_ms > 300 and turn.agent_text.strip(), f"turn {turn.index}"
+        # The audio is measured up to the answer's first 0.9 s pause; on a busy machine that
+        # can follow a first clause ("Sure,", ~300 ms) while the rest is generated.
+        assert turn.agent_audio_ms >= 200 and turn.agent_text.strip(), f"turn {turn.index}"
     # The call's one Deepgram stream: it heard the first turn, then was cut in the second.
     (stream,) = [c for c in fake_deepgram.connections if c.audio_bytes]
     assert stream.dropped

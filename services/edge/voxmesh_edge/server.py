@@ -117,6 +117,7 @@ class AgentAudioTrack(PacedAudioTrack):
         self._buffer = bytearray()
         self._written = 0  # bytes ever appended to the buffer
         self._consumed = 0  # bytes ever taken from (or dropped from) the buffer
+        self._sent = 0  # bytes of agent audio ever sent
         self._turn_marks: deque[tuple[int, int]] = deque()  # (byte position, turn index)
         self._last_pushed_turn: int | None = None
         self._last_played_turn: int | None = None
@@ -128,6 +129,11 @@ class AgentAudioTrack(PacedAudioTrack):
     def buffered_ms(self) -> float:
         """Agent audio waiting to be sent, in milliseconds."""
         return len(self._buffer) / 2 / WEBRTC_RATE * 1000
+
+    @property
+    def sent_ms(self) -> float:
+        """Agent audio sent so far on this call, in milliseconds."""
+        return self._sent / 2 / WEBRTC_RATE * 1000
 
     def push(self, pcm16_16k: bytes, turn_index: int | None) -> None:
         """Queues agent audio (PCM16 mono 16 kHz) of a turn.
@@ -184,6 +190,7 @@ class AgentAudioTrack(PacedAudioTrack):
             self._barge_in.on_agent_audio(pcm)
         del self._buffer[:take]
         self._consumed += take
+        self._sent += take
         # Each mark is where a new turn begins in the byte stream; the newest one reached wins.
         started: int | None = None
         while self._turn_marks and self._turn_marks[0][0] < self._consumed:
