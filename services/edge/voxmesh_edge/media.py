@@ -13,6 +13,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, rtp
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
@@ -84,10 +85,9 @@ class LowDelayAudioBuffer(JitterBuffer):
         """Creates an empty buffer."""
         super().__init__(capacity=16)  # aiortc's interface; nothing is ever held
         self._expected: int | None = None
-        # aiortc rebases RTP timestamps to start at 0 before decoding (its TimestampMapper);
-        # decoded frames carry the rebased value as ``pts``, so arrivals are kept by it.
-        self._timestamp_origin: int | None = None
-        self._last_timestamp = 0
+        # aiortc rebases RTP timestamps to start at 0 before decoding; decoded frames carry
+        # the rebased value as ``pts``, so arrivals are kept by it, rebased the same way.
+        self._rebased = TimestampMapper()
         self._arrivals: dict[int, float] = {}
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
@@ -98,7 +98,7 @@ class LowDelayAudioBuffer(JitterBuffer):
             if 0 < behind <= self.MAX_MISORDER:
                 return False, None  # late: a later packet was released already
         self._expected = uint16_add(sequence, 1)
-        self._arrivals[self._rebased(packet.timestamp)] = time.monotonic()
+        self._arrivals[self._rebased.map(packet.timestamp)] = time.monotonic()
         if len(self._arrivals) > self.REMEMBERED_ARRIVALS:
             del self._arrivals[next(iter(self._arrivals))]
         data = getattr(packet, "_data", packet.payload)  # set by aiortc's depayloader
@@ -107,14 +107,6 @@ class LowDelayAudioBuffer(JitterBuffer):
     def arrival_of(self, pts: int | None) -> float | None:
         """``time.monotonic()`` when the packet of a decoded frame (by its ``pts``) arrived."""
         return None if pts is None else self._arrivals.get(pts)
-
-    def _rebased(self, timestamp: int) -> int:
-        if self._timestamp_origin is None:
-            self._timestamp_origin = timestamp
-        elif timestamp < self._last_timestamp:
-            self._timestamp_origin -= 1 << 32  # the 32-bit RTP timestamp wrapped
-        self._last_timestamp = timestamp
-        return timestamp - self._timestamp_origin
 
 
 def set_audio_jitter_frames(
