@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -16,6 +18,55 @@ from voxmesh.cli.caller_audio import CallerVoice
 from voxmesh.cli.stack import Ports, Stack, free_port, nats_server_binary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Every Stack a test starts, so that a failing test's report can show what its processes logged
+# meanwhile: an end-to-end failure on a CI machine is otherwise a bare timeout.
+_STACKS: list[Stack] = []
+_LOG_OFFSETS = pytest.StashKey[dict[Path, int]]()
+_LOG_TAIL_LINES = 40
+
+
+def _recording(start: Any) -> Any:
+    @functools.wraps(start)
+    async def recording_start(self: Stack, *args: Any, **kwargs: Any) -> None:
+        _STACKS.append(self)
+        await start(self, *args, **kwargs)
+    return recording_start
+
+
+Stack.start = _recording(Stack.start)  # type: ignore[method-assign]
+
+
+def _stack_logs() -> list[Path]:
+    return [log for stack in _STACKS if (stack.state_dir / "logs").is_dir()
+            for log in sorted((stack.state_dir / "logs").glob("*.log"))]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Notes where each known stack log ends, before the test's own fixtures start."""
+    item.stash[_LOG_OFFSETS] = {log: log.stat().st_size for log in _stack_logs()}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
+        None, Any, None]:
+    """Adds the stack logs written during a failed test to its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    offsets = item.stash.get(_LOG_OFFSETS, {})
+    for log in _stack_logs():
+        try:
+            with log.open("rb") as file:
+                file.seek(offsets.get(log, 0))
+                lines = file.read().decode(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+        except OSError:  # a stopped stack's temporary folder may be gone already
+            continue
+        if lines:
+            report.sections.append((f"stack log {log.parent.parent.name}/{log.name}",
+                                    "\n".join(lines)))
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -652,6 +652,12 @@ class CallSession:
                 turn.metrics.interrupted = interrupted
                 await self._emit(turn_metrics=turn.metrics)
                 _record_turn_metrics(turn.metrics, interrupted)
+                m = turn.metrics
+                log.info("session %s turn %d: voice-to-voice %d ms (stt final %d, llm first "
+                         "token %d, first sentence %d, tts %d)%s", self.session_id, turn.index,
+                         m.voice_to_voice_ms, m.stt_final_ms, m.llm_first_token_ms,
+                         m.first_sentence_ms, m.tts_first_audio_ms,
+                         ", interrupted" if interrupted else "")
             if turn.trace is not None:
                 turn.trace.finish(
                     turn_index=turn.index, interrupted=interrupted,
