@@ -60,7 +60,11 @@ class LLMSettings(GrpcServiceSettings):
     #: System prompt processed at startup so the first turn does not pay for it.
     warm_system_prompt: str = DEFAULT_SYSTEM_PROMPT
     context_window: int = Field(default=2048, ge=256, le=32768)
-    cpu_threads: int = Field(default=2, ge=1, le=64)
+    #: llama-local: threads for prompt and generation. One: llama.cpp's threads meet at a
+    #: barrier after each small matrix product and wait for each other by spinning, so next to
+    #: any busy process (TTS speaking the previous sentence, a noisy neighbour) a second thread
+    #: makes a turn many times slower; see docs/latency.md. Raise it on dedicated cores only.
+    cpu_threads: int = Field(default=1, ge=1, le=64)
     max_tokens_limit: int = Field(default=512, ge=1)
     max_user_text_chars: int = Field(default=4000, ge=1)
     #: Messages of history kept per session (older ones are dropped, oldest first). A last
