@@ -91,12 +91,12 @@ async def serve_duplex(
 
     worker = asyncio.create_task(stream.run(), name=f"{component}-worker")
     reader = asyncio.create_task(read(), name=f"{component}-reader")
+    getter: asyncio.Future[Any] | None = None
     try:
         while True:
-            getter: asyncio.Future[Any] = asyncio.ensure_future(stream.output.get())
+            getter = asyncio.ensure_future(stream.output.get())
             done, _ = await asyncio.wait({getter, worker}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
-                getter.cancel()
                 worker.result()  # re-raises the worker's failure
                 break
             item = getter.result()
@@ -108,7 +108,9 @@ async def serve_duplex(
     except VoxmeshError as exc:
         await abort(context, exc)
     finally:
-        reader.cancel()
-        worker.cancel()
-        await asyncio.gather(reader, worker, return_exceptions=True)
+        # The pending get too: a client that hangs up cancels this generator inside the wait.
+        tasks = [reader, worker, *([getter] if getter is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -186,13 +187,14 @@ class RecognitionStream:
         """Runs the engine, watching the first-byte deadline of the oldest unanswered final."""
         deadline_s = self._chain.deadline_for(self._index)
         task = asyncio.create_task(self._engine.run(), name=f"stt-{self.provider.name}")
+        changed: asyncio.Future[Any] | None = None
         try:
             while True:
                 self._pending_changed.clear()
-                changed = asyncio.ensure_future(self._pending_changed.wait())
-                done, _ = await asyncio.wait({task, changed}, timeout=self._time_left(deadline_s),
+                changed = watch = asyncio.ensure_future(self._pending_changed.wait())
+                done, _ = await asyncio.wait({task, watch}, timeout=self._time_left(deadline_s),
                                              return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
+                watch.cancel()
                 if task in done:
                     task.result()
                     return
@@ -201,9 +203,11 @@ class RecognitionStream:
                         f"{self.provider.name} gave no final within {deadline_s:.2f} s",
                         reason="FIRST_BYTE_DEADLINE", component=self.provider.name)
         finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # The watcher too: a stream that ends cancels this inside the wait.
+            tasks: list[asyncio.Future[Any]] = [task, *([changed] if changed is not None else [])]
+            for pending in tasks:
+                pending.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _time_left(self, deadline_s: float | None) -> float | None:
         if deadline_s is None or not self._pending:
