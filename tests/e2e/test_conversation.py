@@ -101,6 +101,8 @@ async def test_paused_phone_number_is_answered_once_complete(
     heard = transcript["user_transcript"]
     assert heard.get("turn_index") == 1
     digits = "".join(ch for ch in heard["text"] if ch.isdigit())
-    assert "555" in digits and digits.endswith("0199"), heard["text"]
+    # Both parts, in order, in one turn. Whisper tiny may add a digit: on a loaded machine the
+    # Opus-coded "0199." with 180 ms of silence before it reads "0 199 9" (clean: "0199").
+    assert digits.startswith("555") and "0199" in digits[3:], heard["text"]
     users = [m.content for m in context if m.role == "user"]
     assert len(users) == 1 and "0199" in users[0].replace(" ", "").replace("-", ""), users
