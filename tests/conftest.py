@@ -19,14 +19,14 @@ from voxmesh.cli.stack import Ports, Stack, free_port, nats_server_binary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Every Stack a test starts, so that a failing test's report can show what its processes logged
+# The Stacks running now, so that a failing test's report can show what their processes logged
 # meanwhile: an end-to-end failure on a CI machine is otherwise a bare timeout.
 _STACKS: list[Stack] = []
 _LOG_OFFSETS = pytest.StashKey[dict[Path, int]]()
 _LOG_TAIL_LINES = 40
 
 
-def _recording(start: Any) -> Any:
+def _recording_start(start: Any) -> Any:
     @functools.wraps(start)
     async def recording_start(self: Stack, *args: Any, **kwargs: Any) -> None:
         _STACKS.append(self)
@@ -34,7 +34,19 @@ def _recording(start: Any) -> Any:
     return recording_start
 
 
-Stack.start = _recording(Stack.start)  # type: ignore[method-assign]
+def _recording_stop(stop: Any) -> Any:
+    @functools.wraps(stop)
+    async def recording_stop(self: Stack, *args: Any, **kwargs: Any) -> None:
+        try:
+            await stop(self, *args, **kwargs)
+        finally:
+            if self in _STACKS:  # a stopped stack writes no more: no need to look again
+                _STACKS.remove(self)
+    return recording_stop
+
+
+Stack.start = _recording_start(Stack.start)  # type: ignore[method-assign]
+Stack.stop = _recording_stop(Stack.stop)  # type: ignore[method-assign]
 
 
 def _stack_logs() -> list[Path]:
